@@ -1,0 +1,307 @@
+//! The commands: load the config, set up logging, run, and turn the outcome into an exit code.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Loaded, Settings};
+use crate::okta::OktaClient;
+use crate::pendo::PendoClient;
+use crate::report::{RunRecord, Trigger, count};
+use crate::retry::RetryPolicy;
+use crate::state::State;
+use crate::sync::{self, Clients, RunOptions};
+use crate::telemetry::{self, Target};
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// A run that failed, was partial or interrupted; a `check` that found a problem.
+pub const EXIT_FAILURE: i32 = 1;
+/// A usage error.
+pub const EXIT_USAGE: i32 = 2;
+/// Invalid configuration (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Parses `args` (the program name first) and runs the command; returns the exit code.
+pub fn run_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let path = config::resolve_path(cli.config);
+    let loaded = match config::load(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let Loaded { settings, warnings } = loaded;
+    let log_target = match &cli.command {
+        Command::Sync {
+            dry_run: true,
+            output: None,
+            ..
+        } => Target::Stderr,
+        _ => Target::Stdout,
+    };
+    telemetry::init(&settings.log, log_target);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    match cli.command {
+        Command::Sync {
+            dry_run,
+            full: _,
+            output,
+        } => sync_once(&settings, dry_run, output.as_deref()).await,
+        Command::History { limit, json } => history(&settings, limit, json),
+        Command::Check => check(&path, &settings).await,
+    }
+}
+
+/// Builds the two clients from the settings.
+pub fn clients(settings: &Settings) -> Result<Clients, String> {
+    let retry = RetryPolicy::default();
+    let okta_http = crate::http::client(Duration::from_secs(10), Duration::from_secs(60))
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    // Pendo answers 408 only after 5 minutes; wait a little longer than that.
+    let pendo_http = crate::http::client(Duration::from_secs(10), Duration::from_secs(330))
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    Ok(Clients {
+        okta: Arc::new(OktaClient::new(okta_http, &settings.okta, retry)),
+        pendo: Arc::new(PendoClient::new(
+            pendo_http,
+            &settings.pendo,
+            settings.sync.create_missing_visitors,
+            retry,
+        )),
+    })
+}
+
+async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) -> i32 {
+    let mut state = match State::open(&settings.state.path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let clients = match clients(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let mut sink: Option<Box<dyn Write + Send>> = if dry_run {
+        match output {
+            Some(path) => match std::fs::File::create(path) {
+                Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
+                Err(e) => {
+                    tracing::error!("cannot create the dry-run output {}: {e}", path.display());
+                    return EXIT_FAILURE;
+                }
+            },
+            None => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        }
+    } else {
+        None
+    };
+    let opts = RunOptions {
+        trigger: Trigger::Manual,
+        dry_run,
+    };
+    let mut record = match sink.as_mut() {
+        Some(w) => sync::run(settings, &clients, opts, Some(&mut **w)).await,
+        None => sync::run(settings, &clients, opts, None).await,
+    };
+    drop(sink);
+    match state.insert_run(&record) {
+        Ok(id) => record.id = id,
+        Err(e) => {
+            tracing::error!("the run finished but could not be recorded: {e}");
+            log_summary(&record);
+            return EXIT_FAILURE;
+        }
+    }
+    log_summary(&record);
+    record.exit_code()
+}
+
+/// The one info line per run that summarises its record.
+pub fn log_summary(r: &RunRecord) {
+    let duration_ms = (r.finished_at - r.started_at).whole_milliseconds() as u64;
+    let line = |msg: &str| {
+        tracing::info!(
+            run_id = r.id,
+            trigger = r.trigger.as_str(),
+            mode = r.mode.as_str(),
+            status = r.status.as_str(),
+            status_code = r.status_code,
+            okta_users_read = r.okta_users_read,
+            records_processed = r.records_processed,
+            users_updated = r.users_updated,
+            users_failed = r.users_failed,
+            users_missing = r.users_missing,
+            users_unchanged = r.users_unchanged,
+            users_skipped = r.users_skipped,
+            duration_ms,
+            "run {} {}: {msg}",
+            r.id,
+            r.status
+        )
+    };
+    line(&r.message);
+}
+
+fn history(settings: &Settings, limit: u32, json: bool) -> i32 {
+    let runs = match State::open_read_only(&settings.state.path) {
+        Ok(None) => Vec::new(),
+        Ok(Some(state)) => match state.runs(limit) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILURE;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, &runs)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        write_history_table(&mut out, &runs, &settings.state.path)
+    };
+    match written {
+        Ok(()) => EXIT_OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: cannot write the history: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// The human form of `history`: one line per run, its message indented below.
+pub fn write_history_table(
+    out: &mut impl Write,
+    runs: &[RunRecord],
+    state_path: &Path,
+) -> std::io::Result<()> {
+    if runs.is_empty() {
+        return writeln!(out, "No runs recorded yet in {}.", state_path.display());
+    }
+    writeln!(
+        out,
+        "{:>5}  {:<20}  {:<8}  {:<11}  {:<11}  {:>4}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>8}",
+        "ID",
+        "STARTED (UTC)",
+        "TRIGGER",
+        "MODE",
+        "STATUS",
+        "CODE",
+        "READ",
+        "SENT",
+        "UPDATED",
+        "FAILED",
+        "MISSING",
+        "SKIPPED",
+        "TOOK"
+    )?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    for r in runs {
+        let took = (r.finished_at - r.started_at).as_seconds_f64();
+        writeln!(
+            out,
+            "{:>5}  {:<20}  {:<8}  {:<11}  {:<11}  {:>4}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7.1}s",
+            r.id,
+            r.started_at.format(&fmt).unwrap_or_default(),
+            r.trigger.as_str(),
+            r.mode.as_str(),
+            r.status.as_str(),
+            r.status_code,
+            count(r.okta_users_read),
+            count(r.records_processed),
+            count(r.users_updated),
+            count(r.users_failed),
+            count(r.users_missing),
+            count(r.users_skipped),
+            took
+        )?;
+        writeln!(out, "       {}", r.message)?;
+    }
+    Ok(())
+}
+
+async fn check(path: &Path, settings: &Settings) -> i32 {
+    let mut ok = true;
+    println!("{:<7} {:<5} {}", "config", "ok", path.display());
+    let clients = match clients(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{:<7} {:<5} {e}", "http", "FAIL");
+            return EXIT_FAILURE;
+        }
+    };
+    let okta_host = settings.okta.org_url.origin().ascii_serialization();
+    let pendo_host = settings.pendo.base_url.origin().ascii_serialization();
+    let (okta, pendo) = tokio::join!(clients.okta.probe(), clients.pendo.visitor_schema());
+    match okta {
+        Ok(()) => println!(
+            "{:<7} {:<5} {okta_host}: the API token can read users",
+            "okta", "ok"
+        ),
+        Err(e) => {
+            ok = false;
+            println!("{:<7} {:<5} {okta_host}: {e}", "okta", "FAIL");
+        }
+    }
+    match pendo {
+        Ok(_) => println!(
+            "{:<7} {:<5} {pendo_host}: the integration key is accepted",
+            "pendo", "ok"
+        ),
+        Err(e) => {
+            ok = false;
+            println!("{:<7} {:<5} {pendo_host}: {e}", "pendo", "FAIL");
+        }
+    }
+    if ok { EXIT_OK } else { EXIT_FAILURE }
+}
+
+/// The config path a command would use (for messages).
+pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    config::resolve_path(flag)
+}

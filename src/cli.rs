@@ -1,0 +1,44 @@
+//! The command line (clap). Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps Pendo visitor metadata in step with Okta user attributes.
+#[derive(Debug, Parser)]
+#[command(name = "okta-pendo-sync", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file [default: $OKTA_PENDO_SYNC_CONFIG, else /etc/okta-pendo-sync/config.toml]
+    #[arg(short, long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one sync now, then exit (exit code 1 if it failed or was partial)
+    Sync {
+        /// Read Okta and compute the payloads, push nothing; write them as JSON lines
+        #[arg(long)]
+        dry_run: bool,
+        /// Read and push every user in scope
+        #[arg(long)]
+        full: bool,
+        /// With --dry-run: write the JSON lines to FILE instead of stdout
+        #[arg(long, value_name = "FILE", requires = "dry_run")]
+        output: Option<PathBuf>,
+    },
+    /// Validate the config, then check the Okta credentials and the Pendo key
+    Check,
+    /// Show the recorded runs, newest first
+    History {
+        /// How many runs to show
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: u32,
+        /// Print a JSON array of run records
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,965 @@
+//! Configuration: the TOML file plus `OKTA_PENDO_SYNC__SECTION__KEY` environment overrides,
+//! turned into validated [`Settings`] once, with every problem reported at once and its key.
+//!
+//! The loader walks the merged tree itself instead of handing it to one `Deserialize`: serde
+//! stops at the first error, while an operator editing the file wants the whole list. Values are
+//! taken key by key; whatever is left over in a table is an unknown key. Secrets are read as
+//! [`SecretString`] and their values never appear in an error message.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use config::{Source, Value, ValueKind};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::mapping::{AttributePath, FieldMapping, Mapping, OnNull, ValueType};
+
+/// Environment variables starting with this prefix (then `__SECTION__KEY`) override the file.
+pub const ENV_PREFIX: &str = "OKTA_PENDO_SYNC";
+/// The config path used when neither `--config` nor `$OKTA_PENDO_SYNC_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/okta-pendo-sync/config.toml";
+
+/// Everything a run needs, validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub okta: OktaSettings,
+    pub pendo: PendoSettings,
+    pub sync: SyncSettings,
+    pub mapping: Mapping,
+    pub state: StateSettings,
+    pub log: LogSettings,
+}
+
+/// Where and how to read users.
+#[derive(Debug)]
+pub struct OktaSettings {
+    /// The org, e.g. `https://acme.okta.com`, without a trailing slash.
+    pub org_url: Url,
+    /// The SSWS API token.
+    pub api_token: SecretString,
+    /// Which users are in scope.
+    pub scope: UserScope,
+    /// Users per page, 1 to 200.
+    pub page_size: u32,
+}
+
+/// Which users a run reads. Okta takes at most one of these, so the type allows one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserScope {
+    /// Okta's default list (every user but deprovisioned ones).
+    All,
+    /// `GET /api/v1/users?filter=…`
+    Filter(String),
+    /// `GET /api/v1/users?search=…`
+    Search(String),
+    /// The members of these groups, each user once.
+    Groups(Vec<String>),
+}
+
+/// Where and how to push metadata.
+#[derive(Debug)]
+pub struct PendoSettings {
+    /// The region's host or an explicit `base_url`.
+    pub base_url: Url,
+    pub integration_key: SecretString,
+    pub metadata_group: MetadataGroup,
+    pub batch_size: NonZeroUsize,
+    pub concurrency: NonZeroUsize,
+}
+
+/// The Pendo metadata group the values are written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataGroup {
+    Custom,
+    Agent,
+}
+
+impl MetadataGroup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetadataGroup::Custom => "custom",
+            MetadataGroup::Agent => "agent",
+        }
+    }
+}
+
+/// The Pendo regions and their hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Us,
+    Us1,
+    Eu,
+    Jpn,
+    Au,
+}
+
+impl Region {
+    fn parse(s: &str) -> Option<Region> {
+        Some(match s {
+            "us" => Region::Us,
+            "us1" => Region::Us1,
+            "eu" => Region::Eu,
+            "jpn" => Region::Jpn,
+            "au" => Region::Au,
+            _ => return None,
+        })
+    }
+
+    /// The API host of the region.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://app.pendo.io",
+            Region::Us1 => "https://us1.app.pendo.io",
+            Region::Eu => "https://app.eu.pendo.io",
+            Region::Jpn => "https://app.jpn.pendo.io",
+            Region::Au => "https://app.au.pendo.io",
+        }
+    }
+}
+
+/// How Okta users become Pendo visitors.
+#[derive(Debug)]
+pub struct SyncSettings {
+    pub visitor_id_key: AttributePath,
+    pub create_missing_visitors: bool,
+    pub on_null: OnNull,
+}
+
+/// The state database.
+#[derive(Debug)]
+pub struct StateSettings {
+    pub path: PathBuf,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A `tracing` filter directive such as `info` or `okta_pendo_sync=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, dotted (`okta.page_size`), or `(file)` for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded: every problem found, each with its key.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration {} ({n} problem{}):",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A loaded configuration and the warnings it deserves (not errors: it still runs).
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub warnings: Vec<String>,
+}
+
+/// Picks the config path: the flag, else `$OKTA_PENDO_SYNC_CONFIG`, else the default.
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("OKTA_PENDO_SYNC_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Loads the file at `path`, applies the process environment's overrides and validates.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with_env(path, None)
+}
+
+/// Like [`load`], with the environment given explicitly (tests) instead of the process's.
+pub fn load_with_env(
+    path: &Path,
+    env: Option<BTreeMap<String, String>>,
+) -> Result<Loaded, ConfigError> {
+    let fail = |key: &str, message: String| ConfigError {
+        path: path.to_owned(),
+        problems: vec![Problem {
+            key: key.into(),
+            message,
+        }],
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail("(file)", format!("cannot read the config file: {e}")))?;
+    // Parse with `toml` first: its errors give a position without quoting the line, which could
+    // hold a secret.
+    let file_table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let (line, col) = line_col(&text, s.start);
+                format!(" at line {line}, column {col}")
+            })
+            .unwrap_or_default();
+        fail("(file)", format!("not valid TOML{at}: {}", e.message()))
+    })?;
+
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(false);
+    if let Some(env) = env {
+        environment = environment.source(Some(env.into_iter().collect()));
+    }
+    let merged = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(environment)
+        .build()
+        .and_then(|c| c.collect())
+        .map_err(|e| fail("(file)", e.to_string()))?;
+
+    let mut warnings = Vec::new();
+    inline_secret_warning(path, &file_table, &mut warnings);
+
+    let mut problems = Vec::new();
+    let settings = validate(merged, &mut problems);
+    match settings {
+        Some(settings) if problems.is_empty() => Ok(Loaded { settings, warnings }),
+        _ => Err(ConfigError {
+            path: path.to_owned(),
+            problems,
+        }),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Warns when the file holds a secret inline and other users may read it.
+fn inline_secret_warning(path: &Path, file: &toml::Table, warnings: &mut Vec<String>) {
+    let inline: Vec<&str> = [("okta", "api_token"), ("pendo", "integration_key")]
+        .into_iter()
+        .filter(|(section, key)| {
+            file.get(*section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|t| t.contains_key(*key))
+        })
+        .map(|(section, _)| section)
+        .collect();
+    if inline.is_empty() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                let keys: Vec<String> = inline
+                    .iter()
+                    .map(|s| match *s {
+                        "okta" => "okta.api_token".to_owned(),
+                        _ => "pendo.integration_key".to_owned(),
+                    })
+                    .collect();
+                warnings.push(format!(
+                    "{} holds a secret inline ({}) and other users may read it (mode {mode:o}): \
+                     run `chmod 600` on it or move the secret to the matching *_file key",
+                    path.display(),
+                    keys.join(", ")
+                ));
+            }
+        }
+    }
+}
+
+/// A table being taken apart key by key; what is left at the end is unknown.
+struct Section {
+    name: String,
+    table: config::Map<String, Value>,
+}
+
+impl Section {
+    fn new(root: &mut config::Map<String, Value>, name: &str, problems: &mut Vec<Problem>) -> Self {
+        let table = match root.remove(name) {
+            None => config::Map::new(),
+            Some(v) => match v.kind {
+                ValueKind::Table(t) => t,
+                _ => {
+                    problems.push(Problem {
+                        key: name.into(),
+                        message: "must be a table".into(),
+                    });
+                    config::Map::new()
+                }
+            },
+        };
+        Section {
+            name: name.into(),
+            table,
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}.{}", self.name, key)
+    }
+
+    fn problem(&self, problems: &mut Vec<Problem>, key: &str, message: impl Into<String>) {
+        problems.push(Problem {
+            key: self.key(key),
+            message: message.into(),
+        });
+    }
+
+    /// Takes a value; a type error is recorded and gives `None`.
+    fn take<T: DeserializeOwned>(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<T> {
+        let value = self.table.remove(key)?;
+        let origin = origin_note(&value);
+        match T::deserialize(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(problems, key, format!("{}{origin}", type_message(&e)));
+                None
+            }
+        }
+    }
+
+    /// Takes a string that must not be echoed back in any message.
+    fn take_secret(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<SecretString> {
+        let value = self.table.remove(key)?;
+        match value.kind {
+            ValueKind::String(s) if !s.trim().is_empty() => Some(SecretString::from(s)),
+            ValueKind::String(_) => {
+                self.problem(problems, key, "is empty");
+                None
+            }
+            _ => {
+                self.problem(problems, key, "must be a string (value not shown)");
+                None
+            }
+        }
+    }
+
+    /// A secret given inline (`key`) or as a file (`key_file`), exactly one of them.
+    fn secret(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<SecretString> {
+        let file_key = format!("{key}_file");
+        let inline = self.take_secret(key, problems);
+        let file: Option<PathBuf> = self.take(&file_key, problems);
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    problems,
+                    key,
+                    format!(
+                        "set either {} or {}, not both",
+                        self.key(key),
+                        self.key(&file_key)
+                    ),
+                );
+                None
+            }
+            (Some(s), None) => Some(s),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(s) if s.trim().is_empty() => {
+                    self.problem(problems, &file_key, format!("{} is empty", path.display()));
+                    None
+                }
+                Ok(s) => Some(SecretString::from(s.trim().to_owned())),
+                Err(e) => {
+                    self.problem(
+                        problems,
+                        &file_key,
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            },
+            (None, None) => {
+                if !problems.iter().any(|p| p.key == self.key(key)) {
+                    self.problem(
+                        problems,
+                        key,
+                        format!("is required (or {})", self.key(&file_key)),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn finish(self, problems: &mut Vec<Problem>) {
+        for (key, value) in self.table {
+            let origin = origin_note(&value);
+            problems.push(Problem {
+                key: format!("{}.{key}", self.name),
+                message: format!("unknown key{origin}"),
+            });
+        }
+    }
+}
+
+fn origin_note(value: &Value) -> String {
+    match value.origin() {
+        Some(o) if o.contains("environment") => " (set in the environment)".into(),
+        _ => String::new(),
+    }
+}
+
+/// The config crate's type errors name the key and value; keep only what went wrong.
+fn type_message(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Type {
+            unexpected,
+            expected,
+            ..
+        } => format!("expected {expected}, found {unexpected}"),
+        other => other.to_string(),
+    }
+}
+
+fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -> Option<Settings> {
+    let mut okta_s = Section::new(&mut root, "okta", problems);
+    let mut pendo_s = Section::new(&mut root, "pendo", problems);
+    let mut sync_s = Section::new(&mut root, "sync", problems);
+    let mapping_v = root.remove("mapping");
+    let mut state_s = Section::new(&mut root, "state", problems);
+    let mut log_s = Section::new(&mut root, "log", problems);
+    for (key, value) in root {
+        problems.push(Problem {
+            key,
+            message: format!("unknown section{}", origin_note(&value)),
+        });
+    }
+
+    let okta = okta_settings(&mut okta_s, problems);
+    okta_s.finish(problems);
+    let pendo = pendo_settings(&mut pendo_s, problems);
+    pendo_s.finish(problems);
+    let sync = sync_settings(&mut sync_s, problems);
+    sync_s.finish(problems);
+    let mapping = mapping_settings(mapping_v, problems);
+
+    let state = StateSettings {
+        path: state_s
+            .take::<PathBuf>("path", problems)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/okta-pendo-sync/state.db")),
+    };
+    state_s.finish(problems);
+
+    let log = log_settings(&mut log_s, problems);
+    log_s.finish(problems);
+
+    Some(Settings {
+        okta: okta?,
+        pendo: pendo?,
+        sync: sync?,
+        mapping: mapping?,
+        state,
+        log: log?,
+    })
+}
+
+fn okta_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<OktaSettings> {
+    let org_url = match s.take::<String>("org_url", problems) {
+        Some(raw) => match service_url(&raw) {
+            Ok(url) => Some(url),
+            Err(msg) => {
+                s.problem(problems, "org_url", msg);
+                None
+            }
+        },
+        None => {
+            if !problems.iter().any(|p| p.key == "okta.org_url") {
+                s.problem(
+                    problems,
+                    "org_url",
+                    "is required, e.g. \"https://acme.okta.com\"",
+                );
+            }
+            None
+        }
+    };
+    let api_token = s.secret("api_token", problems);
+
+    let filter = s
+        .take::<String>("filter", problems)
+        .filter(|f| !f.trim().is_empty());
+    let search = s
+        .take::<String>("search", problems)
+        .filter(|f| !f.trim().is_empty());
+    let groups = take_string_list(s, "group_ids", problems).unwrap_or_default();
+    let scope = match (filter, search, groups.is_empty()) {
+        (None, None, true) => Some(UserScope::All),
+        (Some(f), None, true) => Some(UserScope::Filter(f)),
+        (None, Some(q), true) => Some(UserScope::Search(q)),
+        (None, None, false) => Some(UserScope::Groups(groups)),
+        (Some(_), Some(_), _) => {
+            s.problem(
+                problems,
+                "search",
+                "set either okta.filter or okta.search, not both",
+            );
+            None
+        }
+        (_, _, false) => {
+            s.problem(
+                problems,
+                "group_ids",
+                "cannot be combined with okta.filter or okta.search: Okta's group members \
+                 endpoint takes neither",
+            );
+            None
+        }
+    };
+
+    let page_size = match s.take::<i64>("page_size", problems) {
+        None => Some(200),
+        Some(n @ 1..=200) => Some(n as u32),
+        Some(n) => {
+            s.problem(
+                problems,
+                "page_size",
+                format!("must be between 1 and 200 (Okta's maximum), not {n}"),
+            );
+            None
+        }
+    };
+
+    Some(OktaSettings {
+        org_url: org_url?,
+        api_token: api_token?,
+        scope: scope?,
+        page_size: page_size?,
+    })
+}
+
+/// A list of strings, given as a TOML array or, from the environment, comma-separated.
+fn take_string_list(
+    s: &mut Section,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<String>> {
+    let value = s.table.remove(key)?;
+    let items: Result<Vec<String>, String> = match value.kind {
+        ValueKind::String(text) => Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        ValueKind::Array(values) => values
+            .into_iter()
+            .map(|v| match v.kind {
+                ValueKind::String(x) if !x.trim().is_empty() => Ok(x.trim().to_owned()),
+                _ => Err("every entry must be a non-empty string".to_owned()),
+            })
+            .collect(),
+        _ => Err("must be a list of strings".into()),
+    };
+    match items {
+        Ok(v) => Some(v),
+        Err(msg) => {
+            s.problem(problems, key, msg);
+            None
+        }
+    }
+}
+
+fn pendo_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<PendoSettings> {
+    let integration_key = s.secret("integration_key", problems);
+    let region = match s.take::<String>("region", problems) {
+        None => Some(Region::Us),
+        Some(r) => Region::parse(&r).or_else(|| {
+            s.problem(
+                problems,
+                "region",
+                format!("unknown region \"{r}\": use us, us1, eu, jpn or au"),
+            );
+            None
+        }),
+    };
+    let base_url = match s.take::<String>("base_url", problems) {
+        Some(raw) => service_url(&raw)
+            .map_err(|msg| s.problem(problems, "base_url", msg))
+            .ok(),
+        None => region.and_then(|r| Url::parse(r.base_url()).ok()),
+    };
+    let metadata_group = match s.take::<String>("metadata_group", problems).as_deref() {
+        None | Some("custom") => Some(MetadataGroup::Custom),
+        Some("agent") => Some(MetadataGroup::Agent),
+        Some(other) => {
+            s.problem(
+                problems,
+                "metadata_group",
+                format!("must be \"custom\" or \"agent\", not \"{other}\""),
+            );
+            None
+        }
+    };
+    let batch_size = bounded(s, "batch_size", 500, 1, 10_000, problems);
+    let concurrency = bounded(s, "concurrency", 4, 1, 64, problems);
+    Some(PendoSettings {
+        base_url: base_url?,
+        integration_key: integration_key?,
+        metadata_group: metadata_group?,
+        batch_size: batch_size?,
+        concurrency: concurrency?,
+    })
+}
+
+fn bounded(
+    s: &mut Section,
+    key: &str,
+    default: usize,
+    min: i64,
+    max: i64,
+    problems: &mut Vec<Problem>,
+) -> Option<NonZeroUsize> {
+    let n = s.take::<i64>(key, problems).unwrap_or(default as i64);
+    if !(min..=max).contains(&n) {
+        s.problem(
+            problems,
+            key,
+            format!("must be between {min} and {max}, not {n}"),
+        );
+        return None;
+    }
+    NonZeroUsize::new(n as usize)
+}
+
+fn sync_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<SyncSettings> {
+    let visitor_id_key = match s.take::<String>("visitor_id_key", problems) {
+        None => AttributePath::parse("profile.login").ok(),
+        Some(raw) => AttributePath::parse(&raw)
+            .map_err(|e| s.problem(problems, "visitor_id_key", e.to_string()))
+            .ok(),
+    };
+    let create_missing_visitors = s.take::<bool>("create_missing_visitors", problems);
+    let on_null = match s.take::<String>("on_null", problems).as_deref() {
+        None | Some("skip") => Some(OnNull::Skip),
+        Some("clear") => Some(OnNull::Clear),
+        Some(other) => {
+            s.problem(
+                problems,
+                "on_null",
+                format!("must be \"skip\" or \"clear\", not \"{other}\""),
+            );
+            None
+        }
+    };
+    Some(SyncSettings {
+        visitor_id_key: visitor_id_key?,
+        create_missing_visitors: create_missing_visitors.unwrap_or(false),
+        on_null: on_null?,
+    })
+}
+
+fn mapping_settings(value: Option<Value>, problems: &mut Vec<Problem>) -> Option<Mapping> {
+    let mut push = |key: String, message: String| problems.push(Problem { key, message });
+    let table = match value.map(|v| v.kind) {
+        None => {
+            push(
+                "mapping".into(),
+                "is required: at least one `pendo_field = \"okta.attribute.path\"`".into(),
+            );
+            return None;
+        }
+        Some(ValueKind::Table(t)) => t,
+        Some(_) => {
+            push("mapping".into(), "must be a table".into());
+            return None;
+        }
+    };
+    if table.is_empty() {
+        push(
+            "mapping".into(),
+            "is empty: map at least one Pendo field to an Okta attribute".into(),
+        );
+        return None;
+    }
+    let mut fields = Vec::with_capacity(table.len());
+    let mut ok = true;
+    for (field, value) in table {
+        let key = format!("mapping.{field}");
+        if let Err(msg) = check_field_name(&field) {
+            push(key, msg);
+            ok = false;
+            continue;
+        }
+        let (path, ty) = match value.kind {
+            ValueKind::String(path) => (path, ValueType::Text),
+            ValueKind::Table(mut t) => {
+                let path = t.remove("path").map(|v| v.kind);
+                let ty = t.remove("type").map(|v| v.kind);
+                for extra in t.keys() {
+                    push(
+                        format!("{key}.{extra}"),
+                        "unknown key (a mapping takes `path` and `type`)".into(),
+                    );
+                    ok = false;
+                }
+                let path = match path {
+                    Some(ValueKind::String(p)) => p,
+                    _ => {
+                        push(
+                            format!("{key}.path"),
+                            "is required and must be a string".into(),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                };
+                let ty = match ty {
+                    None => ValueType::Text,
+                    Some(ValueKind::String(t)) => match ValueType::parse(&t) {
+                        Some(ty) => ty,
+                        None => {
+                            push(
+                                format!("{key}.type"),
+                                format!("unknown type \"{t}\": use text, number, boolean or date"),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                    },
+                    Some(_) => {
+                        push(format!("{key}.type"), "must be a string".into());
+                        ok = false;
+                        continue;
+                    }
+                };
+                (path, ty)
+            }
+            _ => {
+                push(
+                    key,
+                    "must be an attribute path string or { path = \"...\", type = \"...\" }".into(),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        match AttributePath::parse(&path) {
+            Ok(path) => fields.push(FieldMapping { field, path, ty }),
+            Err(e) => {
+                push(key, e.to_string());
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| Mapping::new(fields))
+}
+
+/// Pendo field names: a letter or underscore, then letters, digits and underscores.
+fn check_field_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not a valid Pendo field name: start with a letter or `_`, then \
+             letters, digits and `_`"
+        ))
+    }
+}
+
+fn log_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<LogSettings> {
+    let level = s
+        .take::<String>("level", problems)
+        .unwrap_or_else(|| "info".into());
+    let level_ok = tracing_subscriber::EnvFilter::builder()
+        .parse(&level)
+        .map_err(|e| s.problem(problems, "level", format!("not a valid log filter: {e}")))
+        .is_ok();
+    let format = match s.take::<String>("format", problems).as_deref() {
+        None | Some("text") => Some(LogFormat::Text),
+        Some("json") => Some(LogFormat::Json),
+        Some(other) => {
+            s.problem(
+                problems,
+                "format",
+                format!("must be \"text\" or \"json\", not \"{other}\""),
+            );
+            None
+        }
+    };
+    level_ok.then_some(())?;
+    Some(LogSettings {
+        level,
+        format: format?,
+    })
+}
+
+/// Parses a service URL: `https://`, or `http://` for loopback hosts only; no path, query or
+/// credentials. The result has no trailing slash in its path.
+pub fn service_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("\"{raw}\" is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(format!(
+                "\"{raw}\" uses http://, which is allowed only for loopback hosts; use https://"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "\"{raw}\": scheme {other}:// is not supported; use https://"
+            ));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("\"{raw}\" has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials in the URL".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+        return Err(format!(
+            "\"{raw}\" must be just scheme and host (and port), without a path or query"
+        ));
+    }
+    Ok(url)
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const MINIMAL: &str = r#"
+[okta]
+org_url = "https://acme.okta.com"
+api_token = "00abcSECRET"
+[pendo]
+integration_key = "pendoSECRET"
+[mapping]
+department = "profile.department"
+"#;
+
+    #[test]
+    fn defaults_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_with_env(&write(&dir, MINIMAL), Some(BTreeMap::new())).unwrap();
+        let s = loaded.settings;
+        assert_eq!(s.okta.page_size, 200);
+        assert_eq!(s.okta.scope, UserScope::All);
+        assert_eq!(s.pendo.base_url.as_str(), "https://app.pendo.io/");
+        assert_eq!(s.pendo.batch_size.get(), 500);
+        assert_eq!(s.pendo.concurrency.get(), 4);
+        assert_eq!(s.sync.visitor_id_key.as_str(), "profile.login");
+        assert_eq!(s.sync.on_null, OnNull::Skip);
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.okta.api_token.expose_secret(), "00abcSECRET");
+    }
+
+    #[test]
+    fn env_overrides_without_parsing_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = BTreeMap::from([
+            (
+                "OKTA_PENDO_SYNC__OKTA__API_TOKEN".to_owned(),
+                "0123".to_owned(),
+            ),
+            (
+                "OKTA_PENDO_SYNC__PENDO__BATCH_SIZE".to_owned(),
+                "50".to_owned(),
+            ),
+            ("OKTA_PENDO_SYNC__PENDO__REGION".to_owned(), "eu".to_owned()),
+            ("OKTA_PENDO_SYNC_CONFIG".to_owned(), "/elsewhere".to_owned()),
+        ]);
+        let s = load_with_env(&write(&dir, MINIMAL), Some(env))
+            .unwrap()
+            .settings;
+        assert_eq!(s.okta.api_token.expose_secret(), "0123");
+        assert_eq!(s.pendo.batch_size.get(), 50);
+        assert_eq!(s.pendo.base_url.as_str(), "https://app.eu.pendo.io/");
+    }
+
+    #[test]
+    fn http_only_for_loopback() {
+        assert!(service_url("http://127.0.0.1:8080").is_ok());
+        assert!(service_url("http://localhost:1").is_ok());
+        assert!(service_url("http://[::1]:1").is_ok());
+        assert!(service_url("http://acme.okta.com").is_err());
+        assert!(service_url("https://acme.okta.com/api").is_err());
+        assert!(service_url("ftp://acme.okta.com").is_err());
+    }
+
+    #[test]
+    fn secrets_never_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"", "api_token = 12345678");
+        let err = load_with_env(&write(&dir, &text), Some(BTreeMap::new())).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("okta.api_token"), "{shown}");
+        assert!(!shown.contains("12345678"), "{shown}");
+
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"", "api_token = 00abcSECRET");
+        let err = load_with_env(&write(&dir, &text), Some(BTreeMap::new())).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("line 4"), "{shown}");
+        assert!(!shown.contains("00abcSECRET"), "{shown}");
+    }
+
+    #[test]
+    fn settings_debug_hides_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = load_with_env(&write(&dir, MINIMAL), Some(BTreeMap::new()))
+            .unwrap()
+            .settings;
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("00abcSECRET") && !shown.contains("pendoSECRET"));
+    }
+}

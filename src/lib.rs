@@ -1,0 +1,24 @@
+//! okta-pendo-sync keeps Pendo visitor metadata in step with Okta.
+//!
+//! A run reads users page by page from the Okta Users API ([`okta`]), maps the configured
+//! attributes of each to Pendo fields ([`mapping`]), pushes them to Pendo in batches with bounded
+//! concurrency ([`pendo`]) and stores a record of what happened ([`state`], [`report`]).
+//! [`sync`] wires that pipeline; [`config`] turns the TOML file and environment into validated
+//! settings; [`app`] and [`cli`] are the command line; [`retry`] is the back-off both clients
+//! share; [`http`] what else they share; [`telemetry`] the logs.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod mapping;
+pub mod okta;
+pub mod pendo;
+pub mod report;
+pub mod retry;
+pub mod state;
+pub mod sync;
+pub mod telemetry;

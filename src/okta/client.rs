@@ -1,0 +1,386 @@
+//! The Okta client: SSWS auth, `/api/v1/users` and `/api/v1/groups/{id}/users` pages followed
+//! only through `Link: rel="next"` on the org's own origin, gzip, 429 waits until
+//! `X-Rate-Limit-Reset` (measured against the response's `Date`), and retries of 5xx and
+//! network errors.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderMap, HeaderValue, LINK};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use url::Url;
+
+use crate::config::{OktaSettings, UserScope};
+use crate::http;
+use crate::retry::{Attempt, RetryPolicy, with_retry};
+
+/// The largest page body accepted (200 large user objects fit many times over).
+const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A failure talking to Okta, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum OktaError {
+    #[error(
+        "Okta rejected the API token (HTTP 401{}): the token is wrong, expired or revoked; \
+         create a new one under Security > API > Tokens",
+        code_suffix(.code)
+    )]
+    Unauthorized { code: String },
+    #[error(
+        "Okta refused the request (HTTP 403{}): the token's administrator may not read {what}; \
+         give it the Read-only Administrator role or a custom role with that permission",
+        code_suffix(.code)
+    )]
+    Forbidden { code: String, what: &'static str },
+    #[error("Okta answered HTTP {status} for {path}: {summary}")]
+    Status {
+        status: u16,
+        path: String,
+        summary: String,
+    },
+    #[error(
+        "Okta's next-page link points to {found}, outside the org {org}: refused, the token is \
+         only ever sent to the org"
+    )]
+    ForeignLink { found: String, org: String },
+    #[error("Okta's next-page link is not a valid URL: {0}")]
+    BadLink(String),
+    #[error("cannot reach Okta at {org}: {detail}")]
+    Network { org: String, detail: String },
+    #[error("Okta sent a malformed page for {path}: {detail}")]
+    Malformed { path: String, detail: String },
+}
+
+fn code_suffix(code: &str) -> String {
+    if code.is_empty() {
+        String::new()
+    } else {
+        format!(", {code}")
+    }
+}
+
+impl OktaError {
+    /// The HTTP status behind this error, or 0 when there was no response.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            OktaError::Unauthorized { .. } => 401,
+            OktaError::Forbidden { .. } => 403,
+            OktaError::Status { status, .. } => *status,
+            OktaError::Malformed { .. } => 200,
+            _ => 0,
+        }
+    }
+}
+
+/// One page of users and where the next one is.
+#[derive(Debug)]
+pub struct Page {
+    pub users: Vec<Value>,
+    pub next: Option<Url>,
+}
+
+/// An authenticated client for one Okta org.
+pub struct OktaClient {
+    http: reqwest::Client,
+    org: Url,
+    token: SecretString,
+    retry: RetryPolicy,
+    page_size: u32,
+}
+
+impl std::fmt::Debug for OktaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OktaClient")
+            .field("org", &self.org.as_str())
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+impl OktaClient {
+    pub fn new(http: reqwest::Client, settings: &OktaSettings, retry: RetryPolicy) -> Self {
+        OktaClient {
+            http,
+            org: settings.org_url.clone(),
+            token: settings.api_token.clone(),
+            retry,
+            page_size: settings.page_size,
+        }
+    }
+
+    /// The first page URL of each listing the scope needs (one per group, else one).
+    pub fn start_urls(&self, scope: &UserScope) -> Vec<Url> {
+        let limit = self.page_size.to_string();
+        let users = |extra: Option<(&str, &str)>| {
+            let mut url = self
+                .org
+                .join("api/v1/users")
+                .unwrap_or_else(|_| self.org.clone());
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("limit", &limit);
+                if let Some((k, v)) = extra {
+                    q.append_pair(k, v);
+                }
+            }
+            url
+        };
+        match scope {
+            UserScope::All => vec![users(None)],
+            UserScope::Filter(f) => vec![users(Some(("filter", f)))],
+            UserScope::Search(s) => vec![users(Some(("search", s)))],
+            UserScope::Groups(ids) => ids
+                .iter()
+                .map(|id| {
+                    let mut url = self.org.clone();
+                    if let Ok(mut segs) = url.path_segments_mut() {
+                        segs.clear().extend(["api", "v1", "groups", id, "users"]);
+                    }
+                    url.query_pairs_mut().append_pair("limit", &limit);
+                    url
+                })
+                .collect(),
+        }
+    }
+
+    /// Fetches one page, retrying what is transient.
+    pub async fn page(&self, url: &Url) -> Result<Page, OktaError> {
+        let path = url.path().to_owned();
+        with_retry(&self.retry, "okta page", || self.try_page(url, &path)).await
+    }
+
+    /// One cheap authenticated call (`GET /api/v1/users?limit=1`), for `check`.
+    pub async fn probe(&self) -> Result<(), OktaError> {
+        let mut url = self
+            .org
+            .join("api/v1/users")
+            .unwrap_or_else(|_| self.org.clone());
+        url.query_pairs_mut().append_pair("limit", "1");
+        self.page(&url).await.map(|_| ())
+    }
+
+    async fn try_page(&self, url: &Url, path: &str) -> Attempt<Page, OktaError> {
+        let mut auth = match HeaderValue::from_str(&format!("SSWS {}", self.token.expose_secret()))
+        {
+            Ok(v) => v,
+            Err(_) => {
+                return Attempt::Done(Err(OktaError::Unauthorized {
+                    code: "the configured token contains characters not allowed in a header".into(),
+                }));
+            }
+        };
+        auth.set_sensitive(true);
+        let sent = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, auth)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let error = OktaError::Network {
+                    org: self.org.origin().ascii_serialization(),
+                    detail: http::describe(&e),
+                };
+                return Attempt::Retry {
+                    reason: error.to_string(),
+                    error,
+                    wait: None,
+                };
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match http::read_body(response, MAX_PAGE_BYTES).await {
+            Ok(b) => b,
+            Err(e @ http::BodyError::TooLarge { .. }) => {
+                return Attempt::Done(Err(OktaError::Malformed {
+                    path: path.into(),
+                    detail: e.to_string(),
+                }));
+            }
+            Err(e) => {
+                let error = OktaError::Network {
+                    org: self.org.origin().ascii_serialization(),
+                    detail: e.to_string(),
+                };
+                return Attempt::Retry {
+                    reason: error.to_string(),
+                    error,
+                    wait: None,
+                };
+            }
+        };
+
+        if status == StatusCode::OK {
+            return Attempt::Done(self.parse_page(&headers, &body, path));
+        }
+        let (code, summary) = okta_error_body(&body, &self.token);
+        let what = if path.contains("/groups/") {
+            "groups and their members"
+        } else {
+            "users"
+        };
+        match status {
+            StatusCode::UNAUTHORIZED => Attempt::Done(Err(OktaError::Unauthorized { code })),
+            StatusCode::FORBIDDEN => Attempt::Done(Err(OktaError::Forbidden { code, what })),
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait = rate_limit_wait(&headers);
+                let error = OktaError::Status {
+                    status: 429,
+                    path: path.into(),
+                    summary,
+                };
+                Attempt::Retry {
+                    reason: format!(
+                        "Okta rate limit reached (429); waiting {:.1} s for the reset",
+                        wait.as_secs_f64()
+                    ),
+                    error,
+                    wait: Some(wait),
+                }
+            }
+            s if s.is_server_error() => {
+                let error = OktaError::Status {
+                    status: s.as_u16(),
+                    path: path.into(),
+                    summary,
+                };
+                Attempt::Retry {
+                    reason: error.to_string(),
+                    error,
+                    wait: None,
+                }
+            }
+            s => Attempt::Done(Err(OktaError::Status {
+                status: s.as_u16(),
+                path: path.into(),
+                summary,
+            })),
+        }
+    }
+
+    fn parse_page(&self, headers: &HeaderMap, body: &[u8], path: &str) -> Result<Page, OktaError> {
+        let malformed = |detail: String| OktaError::Malformed {
+            path: path.into(),
+            detail,
+        };
+        let users: Vec<Value> = match serde_json::from_slice(body) {
+            Ok(Value::Array(users)) => users,
+            Ok(other) => {
+                return Err(malformed(format!(
+                    "expected a JSON array of users, got {}",
+                    json_kind(&other)
+                )));
+            }
+            Err(e) => return Err(malformed(format!("not valid JSON: {e}"))),
+        };
+        let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
+        let next = match super::link::next_link(links) {
+            None => None,
+            Some(raw) => Some(self.checked_next(raw)?),
+        };
+        Ok(Page { users, next })
+    }
+
+    /// Resolves a next link and refuses it unless it is on the org's scheme, host and port.
+    fn checked_next(&self, raw: &str) -> Result<Url, OktaError> {
+        let url = self
+            .org
+            .join(raw)
+            .map_err(|e| OktaError::BadLink(format!("{e}")))?;
+        if url.origin() != self.org.origin() {
+            return Err(OktaError::ForeignLink {
+                found: url.origin().ascii_serialization(),
+                org: self.org.origin().ascii_serialization(),
+            });
+        }
+        Ok(url)
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Okta's error body: `errorCode` and `errorSummary`, or a short excerpt of whatever came.
+fn okta_error_body(body: &[u8], token: &SecretString) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OktaErrorBody {
+        error_code: Option<String>,
+        error_summary: Option<String>,
+    }
+    match serde_json::from_slice::<OktaErrorBody>(body) {
+        Ok(b) => {
+            let code = b.error_code.unwrap_or_default();
+            let summary = b.error_summary.unwrap_or_default();
+            (
+                http::excerpt(code.as_bytes(), &[token]),
+                http::excerpt(summary.as_bytes(), &[token]),
+            )
+        }
+        Err(_) => (String::new(), http::excerpt(body, &[token])),
+    }
+}
+
+/// How long to wait after a 429: until `X-Rate-Limit-Reset`, counted from the response's `Date`
+/// (the server's clock, not ours), plus one second for the header's rounding.
+pub fn rate_limit_wait(headers: &HeaderMap) -> Duration {
+    let reset = headers
+        .get("x-rate-limit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let now = headers
+        .get(DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or_else(SystemTime::now);
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    match reset {
+        Some(reset) => Duration::from_secs(reset.saturating_sub(now) + 1),
+        None => Duration::from_secs(60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn wait_is_measured_against_the_servers_date() {
+        // The recorded Okta response: Date 18:19:48 GMT, reset 1598552424 (18:20:24).
+        let h = headers(&[
+            ("date", "Thu, 27 Aug 2020 18:19:48 GMT"),
+            ("x-rate-limit-reset", "1598552424"),
+        ]);
+        assert_eq!(rate_limit_wait(&h), Duration::from_secs(37));
+        let past = headers(&[
+            ("date", "Thu, 27 Aug 2020 18:30:00 GMT"),
+            ("x-rate-limit-reset", "1598552424"),
+        ]);
+        assert_eq!(rate_limit_wait(&past), Duration::from_secs(1));
+        assert_eq!(rate_limit_wait(&headers(&[])), Duration::from_secs(60));
+    }
+}

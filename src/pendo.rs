@@ -1,0 +1,215 @@
+//! The Pendo client: pushes one batch of visitor metadata, retrying 429, 5xx and network
+//! errors, and reads Pendo's accounting (`updated`, `missing`, `errors`) from the answer.
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::PendoSettings;
+use crate::http;
+use crate::retry::{Attempt, RetryPolicy, with_retry};
+
+const KEY_HEADER: &str = "x-pendo-integration-key";
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Pendo's answer to a metadata push.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PushResponse {
+    pub total: u64,
+    pub updated: u64,
+    pub failed: u64,
+    pub missing: Vec<String>,
+    pub errors: Vec<serde_json::Value>,
+}
+
+/// A failed push or probe, in words.
+#[derive(Debug, thiserror::Error)]
+pub enum PendoError {
+    #[error(
+        "Pendo rejected the integration key (HTTP 401): it is wrong or was revoked; create one \
+         under Settings > Integrations > Integration Keys"
+    )]
+    Unauthorized,
+    #[error(
+        "Pendo refused the request (HTTP 403): the integration key lacks write access; create \
+         a key with write access under Settings > Integrations > Integration Keys"
+    )]
+    Forbidden,
+    #[error("Pendo could not finish the call within its time limit (HTTP 408)")]
+    Timeout,
+    #[error("Pendo answered HTTP {status}: {detail}")]
+    Status { status: u16, detail: String },
+    #[error("cannot reach Pendo at {host}: {detail}")]
+    Network { host: String, detail: String },
+    #[error("Pendo sent an unreadable answer (HTTP {status}): {detail}")]
+    Malformed { status: u16, detail: String },
+}
+
+impl PendoError {
+    /// The HTTP status behind this error, or 0 when there was no response.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            PendoError::Unauthorized => 401,
+            PendoError::Forbidden => 403,
+            PendoError::Timeout => 408,
+            PendoError::Status { status, .. } | PendoError::Malformed { status, .. } => *status,
+            PendoError::Network { .. } => 0,
+        }
+    }
+}
+
+/// An authenticated client for one Pendo subscription.
+pub struct PendoClient {
+    http: reqwest::Client,
+    base: Url,
+    push_url: Url,
+    key: SecretString,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for PendoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendoClient")
+            .field("push_url", &self.push_url.as_str())
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+impl PendoClient {
+    pub fn new(
+        http: reqwest::Client,
+        settings: &PendoSettings,
+        create_missing: bool,
+        retry: RetryPolicy,
+    ) -> Self {
+        let mut push_url = settings.base_url.clone();
+        if let Ok(mut segs) = push_url.path_segments_mut() {
+            segs.clear().extend([
+                "api",
+                "v1",
+                "metadata",
+                "visitor",
+                settings.metadata_group.as_str(),
+                "value",
+            ]);
+        }
+        if create_missing {
+            push_url.query_pairs_mut().append_pair("create", "true");
+        }
+        PendoClient {
+            http,
+            base: settings.base_url.clone(),
+            push_url,
+            key: settings.integration_key.clone(),
+            retry,
+        }
+    }
+
+    /// Pushes one serialized batch. A 408 is returned at once (the caller splits the batch).
+    pub async fn push(&self, body: bytes::Bytes) -> Result<PushResponse, PendoError> {
+        with_retry(&self.retry, "pendo push", || async {
+            let request = self
+                .http
+                .post(self.push_url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            self.attempt(request, |bytes, status| {
+                serde_json::from_slice::<PushResponse>(bytes).map_err(|e| PendoError::Malformed {
+                    status,
+                    detail: format!("expected {{total, updated, failed, missing, errors}}: {e}"),
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    /// One cheap authenticated call (`GET /api/v1/metadata/schema/visitor`), for `check`.
+    pub async fn visitor_schema(&self) -> Result<serde_json::Value, PendoError> {
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.clear()
+                .extend(["api", "v1", "metadata", "schema", "visitor"]);
+        }
+        with_retry(&self.retry, "pendo schema", || async {
+            self.attempt(self.http.get(url.clone()), |bytes, status| {
+                serde_json::from_slice(bytes).map_err(|e| PendoError::Malformed {
+                    status,
+                    detail: e.to_string(),
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn attempt<T>(
+        &self,
+        request: reqwest::RequestBuilder,
+        parse: impl Fn(&[u8], u16) -> Result<T, PendoError>,
+    ) -> Attempt<T, PendoError> {
+        let mut key = match HeaderValue::from_str(self.key.expose_secret()) {
+            Ok(k) => k,
+            Err(_) => return Attempt::Done(Err(PendoError::Unauthorized)),
+        };
+        key.set_sensitive(true);
+        let network = |detail: String| {
+            let error = PendoError::Network {
+                host: self.base.origin().ascii_serialization(),
+                detail,
+            };
+            Attempt::Retry {
+                reason: error.to_string(),
+                error,
+                wait: None,
+            }
+        };
+        let response = match request.header(KEY_HEADER, key).send().await {
+            Ok(r) => r,
+            Err(e) => return network(http::describe(&e)),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        let body = match http::read_body(response, MAX_RESPONSE_BYTES).await {
+            Ok(b) => b,
+            Err(e @ http::BodyError::TooLarge { .. }) => {
+                return Attempt::Done(Err(PendoError::Malformed {
+                    status: status.as_u16(),
+                    detail: e.to_string(),
+                }));
+            }
+            Err(e) => return network(e.to_string()),
+        };
+        let detail = || http::excerpt(&body, &[&self.key]);
+        match status {
+            StatusCode::OK => Attempt::Done(parse(&body, 200)),
+            StatusCode::UNAUTHORIZED => Attempt::Done(Err(PendoError::Unauthorized)),
+            StatusCode::FORBIDDEN => Attempt::Done(Err(PendoError::Forbidden)),
+            StatusCode::REQUEST_TIMEOUT => Attempt::Done(Err(PendoError::Timeout)),
+            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
+                let error = PendoError::Status {
+                    status: s.as_u16(),
+                    detail: detail(),
+                };
+                Attempt::Retry {
+                    reason: error.to_string(),
+                    error,
+                    wait: retry_after,
+                }
+            }
+            s => Attempt::Done(Err(PendoError::Status {
+                status: s.as_u16(),
+                detail: detail(),
+            })),
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! The state database (SQLite): one record per run, with versioned schema migrations. Created
+//! with its folder, readable by the owner only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::report::{Mode, RunError, RunRecord, Status, Trigger};
+
+/// The schema, one step per version; `PRAGMA user_version` says how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: run records.
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        trigger TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        okta_users_read INTEGER NOT NULL,
+        records_processed INTEGER NOT NULL,
+        users_updated INTEGER NOT NULL,
+        users_failed INTEGER NOT NULL,
+        users_missing INTEGER NOT NULL,
+        missing_visitor_ids TEXT NOT NULL,
+        users_unchanged INTEGER NOT NULL,
+        users_skipped INTEGER NOT NULL,
+        errors TEXT NOT NULL
+    );",
+];
+
+/// A failure of the state database, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create the state folder {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the state database {path} is damaged or not a state database ({source}); it was left \
+         untouched: restore it from a backup or move it away to start afresh"
+    )]
+    Unreadable {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the state database {path} has schema version {found}, newer than this program's \
+         {known}: run a newer okta-pendo-sync"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("the state database {path} failed: {source}")]
+    Query {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the state database {path} holds a record it cannot read: {detail}")]
+    BadRecord { path: PathBuf, detail: String },
+}
+
+/// An open state database.
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("path", &self.path).finish()
+    }
+}
+
+impl State {
+    /// Opens the database, creating it (and its folder, mode 0700) when missing, and brings its
+    /// schema up to date. A file that is not a readable database is left untouched.
+    pub fn open(path: &Path) -> Result<State, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            create_private_dir(dir).map_err(|source| StateError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let existed = path.exists();
+        let conn = Connection::open(path).map_err(|source| StateError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        restrict_file(path);
+        let mut state = State {
+            conn,
+            path: path.to_owned(),
+        };
+        state.prepare(existed)?;
+        Ok(state)
+    }
+
+    /// Opens an existing database read-only, or `None` when there is none (nothing is created).
+    pub fn open_read_only(path: &Path) -> Result<Option<State>, StateError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+            |source| StateError::Open {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
+        let state = State {
+            conn,
+            path: path.to_owned(),
+        };
+        state
+            .conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| state.query(e))?;
+        let version = state.version()?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StateError::TooNew {
+                path: state.path.clone(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        if (version as usize) < MIGRATIONS.len() {
+            // Older schema: nothing this version can read without migrating; report no runs
+            // only when it has no runs table at all.
+            if version == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(state))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn query(&self, source: rusqlite::Error) -> StateError {
+        StateError::Query {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn version(&self) -> Result<i64, StateError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|source| StateError::Unreadable {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn prepare(&mut self, existed: bool) -> Result<(), StateError> {
+        self.conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| self.query(e))?;
+        // Read before writing anything: a file that is not a database fails here, untouched.
+        let version = self.version()?;
+        if existed && version == 0 {
+            let tables: i64 = self
+                .conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|source| StateError::Unreadable {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if tables > 0 {
+                return Err(StateError::Unreadable {
+                    path: self.path.clone(),
+                    source: rusqlite::Error::InvalidQuery,
+                });
+            }
+        }
+        if version as usize > MIGRATIONS.len() {
+            return Err(StateError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| self.query(e))?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.query(e))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|source| StateError::Query {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            tx.execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", (i + 1) as i64))
+                .and_then(|()| tx.commit())
+                .map_err(|source| StateError::Query {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Stores a finished run and returns its id.
+    pub fn insert_run(&mut self, r: &RunRecord) -> Result<i64, StateError> {
+        let missing = serde_json::to_string(&r.missing_visitor_ids).unwrap_or_else(|_| "[]".into());
+        let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "INSERT INTO runs (trigger, mode, started_at, finished_at, status, status_code,
+                    message, okta_users_read, records_processed, users_updated, users_failed,
+                    users_missing, missing_visitor_ids, users_unchanged, users_skipped, errors)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                params![
+                    r.trigger.as_str(),
+                    r.mode.as_str(),
+                    rfc3339(r.started_at),
+                    rfc3339(r.finished_at),
+                    r.status.as_str(),
+                    r.status_code,
+                    r.message,
+                    r.okta_users_read as i64,
+                    r.records_processed as i64,
+                    r.users_updated as i64,
+                    r.users_failed as i64,
+                    r.users_missing as i64,
+                    missing,
+                    r.users_unchanged as i64,
+                    r.users_skipped as i64,
+                    errors,
+                ],
+            )
+            .map_err(|e| self.query(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The newest `limit` runs, newest first.
+    pub fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, trigger, mode, started_at, finished_at, status, status_code, message,
+                    okta_users_read, records_processed, users_updated, users_failed,
+                    users_missing, missing_visitor_ids, users_unchanged, users_skipped, errors
+                 FROM runs ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.query(e))?;
+        let rows = stmt
+            .query_map([limit], |row| {
+                Ok(RawRun {
+                    id: row.get(0)?,
+                    trigger: row.get(1)?,
+                    mode: row.get(2)?,
+                    started_at: row.get(3)?,
+                    finished_at: row.get(4)?,
+                    status: row.get(5)?,
+                    status_code: row.get(6)?,
+                    message: row.get(7)?,
+                    counts: [
+                        row.get(8)?,
+                        row.get(9)?,
+                        row.get(10)?,
+                        row.get(11)?,
+                        row.get(12)?,
+                        row.get(14)?,
+                        row.get(15)?,
+                    ],
+                    missing: row.get(13)?,
+                    errors: row.get(16)?,
+                })
+            })
+            .map_err(|e| self.query(e))?;
+        let mut out = Vec::new();
+        for raw in rows {
+            let raw = raw.map_err(|e| self.query(e))?;
+            out.push(raw.into_record().map_err(|detail| StateError::BadRecord {
+                path: self.path.clone(),
+                detail,
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// The most recent run, if any.
+    pub fn last_run(&self) -> Result<Option<RunRecord>, StateError> {
+        Ok(self.runs(1)?.into_iter().next())
+    }
+
+    /// How many runs are recorded.
+    pub fn run_count(&self) -> Result<i64, StateError> {
+        self.conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .optional()
+            .map(|n| n.unwrap_or(0))
+            .map_err(|e| self.query(e))
+    }
+}
+
+struct RawRun {
+    id: i64,
+    trigger: String,
+    mode: String,
+    started_at: String,
+    finished_at: String,
+    status: String,
+    status_code: i64,
+    message: String,
+    counts: [i64; 7],
+    missing: String,
+    errors: String,
+}
+
+impl RawRun {
+    fn into_record(self) -> Result<RunRecord, String> {
+        let id = self.id;
+        let bad = |what: &str, v: &str| format!("run {id}: {what} \"{v}\" is not valid");
+        let time =
+            |v: &str, what: &str| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| bad(what, v));
+        let [
+            read,
+            processed,
+            updated,
+            failed,
+            missing_n,
+            unchanged,
+            skipped,
+        ] = self.counts.map(|n| n.max(0) as u64);
+        Ok(RunRecord {
+            id,
+            trigger: Trigger::parse(&self.trigger).ok_or_else(|| bad("trigger", &self.trigger))?,
+            mode: Mode::parse(&self.mode).ok_or_else(|| bad("mode", &self.mode))?,
+            started_at: time(&self.started_at, "started_at")?,
+            finished_at: time(&self.finished_at, "finished_at")?,
+            status: Status::parse(&self.status).ok_or_else(|| bad("status", &self.status))?,
+            status_code: u16::try_from(self.status_code).unwrap_or(0),
+            message: self.message,
+            okta_users_read: read,
+            records_processed: processed,
+            users_updated: updated,
+            users_failed: failed,
+            users_missing: missing_n,
+            missing_visitor_ids: serde_json::from_str(&self.missing)
+                .map_err(|e| format!("run {id}: missing_visitor_ids: {e}"))?,
+            users_unchanged: unchanged,
+            users_skipped: skipped,
+            errors: serde_json::from_str::<Vec<RunError>>(&self.errors)
+                .map_err(|e| format!("run {id}: errors: {e}"))?,
+        })
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Makes the database file (and its WAL companions when present) owner-only.
+fn restrict_file(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(status: Status) -> RunRecord {
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        RunRecord {
+            id: 0,
+            trigger: Trigger::Manual,
+            mode: Mode::Full,
+            started_at: t,
+            finished_at: t + time::Duration::seconds(3),
+            status,
+            status_code: 200,
+            message: "ok".into(),
+            okta_users_read: 10,
+            records_processed: 9,
+            users_updated: 8,
+            users_failed: 1,
+            users_missing: 1,
+            missing_visitor_ids: vec!["x@y".into()],
+            users_unchanged: 0,
+            users_skipped: 1,
+            errors: vec![RunError {
+                visitor_id: None,
+                message: "m".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn creates_private_folder_and_round_trips_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/state.db");
+        let mut st = State::open(&path).unwrap();
+        let a = st.insert_run(&sample(Status::Succeeded)).unwrap();
+        let b = st.insert_run(&sample(Status::Failed)).unwrap();
+        assert!(b > a);
+        let runs = st.runs(10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].id, b);
+        assert_eq!(runs[0].status, Status::Failed);
+        let mut expected = sample(Status::Succeeded);
+        expected.id = a;
+        assert_eq!(runs[1], expected);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+            assert_eq!(mode(&path), 0o600);
+        }
+        drop(st);
+        // Reopening migrates nothing and keeps the runs.
+        let st = State::open(&path).unwrap();
+        assert_eq!(st.run_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn garbage_file_is_refused_and_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let garbage = b"this is not a database, it is a note. ".repeat(200);
+        std::fs::write(&path, &garbage).unwrap();
+        let err = State::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::Unreadable { .. }), "{err}");
+        assert!(err.to_string().contains("state.db"));
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    }
+
+    #[test]
+    fn read_only_open_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.db");
+        assert!(State::open_read_only(&path).unwrap().is_none());
+        assert!(!path.exists());
+    }
+}

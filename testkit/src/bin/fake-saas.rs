@@ -1,0 +1,136 @@
+//! `fake-saas`: a fake Okta org and a fake Pendo in one process, for the demo and for
+//! benchmarks and memory measurements of the real client in a separate process.
+//!
+//! Prints one JSON line `{"okta":"http://127.0.0.1:P1","pendo":"http://127.0.0.1:P2"}` once
+//! both listen, serves until SIGTERM/SIGINT or `--exit-after-secs`, then prints one JSON line
+//! of counters to stderr.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use okta_pendo_testkit::{
+    ExistingVisitors, FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource,
+};
+
+/// Fake Okta and Pendo servers speaking the real wire formats.
+#[derive(Debug, Parser)]
+#[command(name = "fake-saas", version)]
+struct Args {
+    /// Number of generated Okta users.
+    #[arg(long)]
+    users: usize,
+    /// Address of the fake Okta.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    okta_addr: SocketAddr,
+    /// Address of the fake Pendo.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pendo_addr: SocketAddr,
+    /// Okta API token expected in `Authorization: SSWS ...`.
+    #[arg(long, default_value = "okta-test-token")]
+    okta_token: String,
+    /// Pendo integration key expected in `x-pendo-integration-key`.
+    #[arg(long, default_value = "pendo-test-key")]
+    pendo_key: String,
+    /// Added latency per Okta page, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    page_delay_ms: u64,
+    /// Added latency per Pendo POST, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    batch_delay_ms: u64,
+    /// Every K-th generated user (indices K-1, 2K-1, ...) is missing in Pendo (by login).
+    #[arg(long)]
+    missing_every: Option<usize>,
+    /// Exit by itself after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    exit_after_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fake-saas: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
+    let existing = match args.missing_every {
+        Some(k) if k > 0 => ExistingVisitors::Except(
+            (1..)
+                .map(|m| m * k - 1)
+                .take_while(|&i| i < args.users)
+                .map(|i| format!("user{i}@example.com"))
+                .collect::<HashSet<_>>(),
+        ),
+        _ => ExistingVisitors::All,
+    };
+    let okta = FakeOkta::start_on(
+        args.okta_addr,
+        OktaOptions {
+            token: args.okta_token,
+            users: UserSource::Generated(args.users),
+            page_delay: Duration::from_millis(args.page_delay_ms),
+            ..OktaOptions::default()
+        },
+    )
+    .await?;
+    let pendo = FakePendo::start_on(
+        args.pendo_addr,
+        PendoOptions {
+            key: args.pendo_key,
+            existing,
+            // Nobody can read stored values from outside the process: keep only counters.
+            record_values: false,
+            batch_delay: Duration::from_millis(args.batch_delay_ms),
+            ..PendoOptions::default()
+        },
+    )
+    .await?;
+
+    {
+        let line = serde_json::json!({ "okta": okta.base_url(), "pendo": pendo.base_url() });
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
+
+    wait_for_stop(Duration::from_secs(args.exit_after_secs)).await;
+
+    let counters = serde_json::json!({
+        "okta_requests": okta.request_count(),
+        "pendo_posts": pendo.post_count(),
+        "records_received": pendo.records_received(),
+    });
+    eprintln!("{counters}");
+    Ok(())
+}
+
+async fn wait_for_stop(limit: Duration) {
+    let sleep = tokio::time::sleep(limit);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = sleep => {}
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+    }
+    tokio::select! {
+        _ = sleep => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,36 @@
+//! Local Okta and Pendo servers that speak the real wire formats, for the tests, the demo and
+//! the benchmarks of okta-pendo-sync.
+//!
+//! * [`FakeOkta`] serves the Okta Users API (`/api/v1/users`, `/api/v1/groups/{id}/users`)
+//!   shaped after real recorded Okta traffic (the HTTP recordings of Okta's own SDK tests): `SSWS` token
+//!   check, pages linked by lowercase `link` headers with an opaque `after` cursor (as separate
+//!   header lines or, like some proxies, one comma-joined line), `x-rate-limit-*` headers and a
+//!   `date`, gzip bodies when asked, Okta error bodies, `filter`/`search` on `status` and
+//!   `lastUpdated`, and injected faults (error statuses, 429 with a reset, a `next` link that
+//!   leaves the org).
+//! * [`FakePendo`] serves Pendo's visitor metadata API (`POST
+//!   /api/v1/metadata/visitor/{group}/value[?create=true]`, `GET
+//!   /api/v1/metadata/schema/visitor`) with integration-key and content-type checks, Pendo's
+//!   `{"total","updated","failed","missing","errors"}` accounting, and injected error statuses.
+//! * [`users`] makes deterministic, realistic Okta users, fast enough to serve a million.
+//!
+//! Both servers bind 127.0.0.1 (port 0 by default), record what they receive for assertions,
+//! and stop, closing every connection, when dropped. The `fake-saas` binary runs both in a
+//! separate process for the demo and for measurements.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use okta_pendo_testkit::{FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource};
+//! let okta = FakeOkta::start(OktaOptions { users: UserSource::Generated(450), ..Default::default() }).await;
+//! let pendo = FakePendo::start(PendoOptions::default()).await;
+//! println!("{} {}", okta.base_url(), pendo.base_url());
+//! # }
+//! ```
+
+pub mod okta;
+pub mod pendo;
+mod server;
+pub mod users;
+
+pub use okta::{FakeOkta, LinkStyle, OktaFault, OktaOptions, RecordedRequest, UserSource};
+pub use pendo::{ExistingVisitors, FakePendo, PendoFault, PendoOptions, ReceivedBatch};

@@ -1,0 +1,896 @@
+//! A local Okta Users API, shaped after recorded Okta traffic.
+//!
+//! [`FakeOkta`] serves `GET /api/v1/users` and `GET /api/v1/groups/{id}/users` on 127.0.0.1 with
+//! Okta's wire format: a JSON array body, `content-type: application/json;charset=UTF-8`, a
+//! `date`, `x-okta-request-id`, the three `x-rate-limit-*` headers, lowercase `link` headers
+//! (`rel="self"` always, `rel="next"` while users remain, absolute URLs with an opaque `after`
+//! cursor), gzip when asked, and Okta error bodies (`errorCode`, `errorSummary`, `errorLink`,
+//! `errorId`, `errorCauses`). Faults ([`OktaFault`]) are injected by request number.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::users::{generated_last_updated_millis, parse_rfc3339_millis, write_generated_user};
+
+/// Where the users served by a [`FakeOkta`] come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserSource {
+    /// `n` users made by [`crate::users::write_generated_user`] for indices `0..n`, rendered on
+    /// the fly (no per-user allocation; fit for a million users).
+    Generated(usize),
+    /// These exact user objects, served in this order.
+    Explicit(Vec<serde_json::Value>),
+}
+
+impl UserSource {
+    /// How many users the source holds.
+    pub fn len(&self) -> usize {
+        match self {
+            UserSource::Generated(n) => *n,
+            UserSource::Explicit(v) => v.len(),
+        }
+    }
+
+    /// Whether the source holds no user.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How the `link` relations of a page are laid out in the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkStyle {
+    /// One `link` header line per relation (`rel="self"`, then `rel="next"`), as Okta sends.
+    #[default]
+    SeparateLines,
+    /// One line `<..>; rel="self", <..>; rel="next"`, as some proxies produce.
+    CommaJoined,
+}
+
+/// Configuration of a [`FakeOkta`].
+#[derive(Debug, Clone)]
+pub struct OktaOptions {
+    /// Expected API token: requests must carry `Authorization: SSWS {token}`.
+    pub token: String,
+    /// The users served.
+    pub users: UserSource,
+    /// Group id -> indices into the user list, served at `/api/v1/groups/{id}/users`.
+    pub groups: Vec<(String, Vec<usize>)>,
+    /// Layout of the `link` headers.
+    pub link_style: LinkStyle,
+    /// Value of `x-rate-limit-limit` (requests per one-minute window); default 600.
+    pub rate_limit: u32,
+    /// Added latency per user-list response (benchmarks); default zero.
+    pub page_delay: Duration,
+    /// Faults to inject, by request number.
+    pub faults: Vec<OktaFault>,
+}
+
+impl Default for OktaOptions {
+    fn default() -> Self {
+        OktaOptions {
+            token: "okta-test-token".to_owned(),
+            users: UserSource::Generated(0),
+            groups: Vec::new(),
+            link_style: LinkStyle::SeparateLines,
+            rate_limit: 600,
+            page_delay: Duration::ZERO,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// A fault injected into one request. `request` is 0-based and counts every request the
+/// server receives (whatever its path); faults apply only to requests that passed the token
+/// check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OktaFault {
+    /// The n-th request answers `status` with an Okta error body.
+    Status {
+        /// 0-based request number.
+        request: usize,
+        /// HTTP status to answer (an invalid code becomes 500).
+        status: u16,
+    },
+    /// The n-th request answers 429 with errorCode E0000047, `x-rate-limit-remaining: 0` and
+    /// `x-rate-limit-reset` = now + `reset_after_secs` as UTC epoch seconds, with a matching
+    /// `date` (both taken from the same instant).
+    RateLimited {
+        /// 0-based request number.
+        request: usize,
+        /// Seconds from the response's `date` to `x-rate-limit-reset`.
+        reset_after_secs: u64,
+    },
+    /// The n-th request answers its page normally but its `rel="next"` link points at `target`
+    /// (a base URL like `"http://127.0.0.1:9999"`) instead of this server. The foreign link is
+    /// sent even when the page is the last one.
+    ForeignNextLink {
+        /// 0-based request number.
+        request: usize,
+        /// Base URL the next link points at.
+        target: String,
+    },
+}
+
+/// One request received by a [`FakeOkta`], with what it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// When it arrived.
+    pub at: SystemTime,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query, as received.
+    pub path_and_query: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The `Accept-Encoding` header, if any.
+    pub accept_encoding: Option<String>,
+    /// Status answered (0 while the answer is still being prepared).
+    pub status: u16,
+    /// Whether the body was gzip-encoded.
+    pub gzipped: bool,
+}
+
+/// A local fake Okta org on 127.0.0.1. Serves until dropped.
+#[derive(Debug)]
+pub struct FakeOkta {
+    base_url: String,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl FakeOkta {
+    /// Starts a server on 127.0.0.1 with an ephemeral port.
+    ///
+    /// # Panics
+    /// If no local port can be bound.
+    pub async fn start(opts: OktaOptions) -> FakeOkta {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        match Self::start_on(addr, opts).await {
+            Ok(server) => server,
+            Err(e) => panic!("fake Okta: cannot bind 127.0.0.1:0: {e}"),
+        }
+    }
+
+    /// Starts a server on `addr`.
+    pub async fn start_on(
+        addr: std::net::SocketAddr,
+        opts: OktaOptions,
+    ) -> std::io::Result<FakeOkta> {
+        let (listener, base_url) = crate::server::bind(addr).await?;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(listener.local_addr()?.port());
+        let shared = Arc::new(Shared {
+            base_url: base_url.clone(),
+            expected_auth: format!("SSWS {}", opts.token),
+            users: opts.users,
+            groups: opts.groups.into_iter().collect(),
+            link_style: opts.link_style,
+            rate_limit: opts.rate_limit,
+            page_delay: opts.page_delay,
+            faults: opts.faults,
+            seed,
+            state: Mutex::new(Inner::default()),
+        });
+        let router = Router::new().fallback(handle).with_state(shared.clone());
+        let task = crate::server::spawn(listener, router);
+        Ok(FakeOkta {
+            base_url,
+            shared,
+            task,
+        })
+    }
+
+    /// `"http://127.0.0.1:PORT"`, no trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// How many requests were received so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+}
+
+impl Drop for FakeOkta {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    base_url: String,
+    expected_auth: String,
+    users: UserSource,
+    groups: HashMap<String, Vec<usize>>,
+    link_style: LinkStyle,
+    rate_limit: u32,
+    page_delay: Duration,
+    faults: Vec<OktaFault>,
+    seed: u64,
+    state: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Shared")
+            .field("base_url", &self.base_url)
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pseudo-random alphanumeric id of `len` characters, derived from `n`.
+    fn random_id(&self, prefix: &str, n: u64, len: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut x = self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut s = String::with_capacity(prefix.len() + len);
+        s.push_str(prefix);
+        for _ in 0..len {
+            // splitmix64
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            s.push(ALPHABET[(z % 62) as usize] as char);
+        }
+        s
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: Vec<RecordedRequest>,
+    window_minute: u64,
+    window_used: u32,
+}
+
+/// What a route answers, before encoding.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    links: Vec<String>,
+    /// Overrides of the rate-limit headers (remaining, reset), for the 429 fault.
+    rate_override: Option<(u32, u64)>,
+}
+
+impl Reply {
+    fn ok(body: Vec<u8>, links: Vec<String>) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            links,
+            rate_override: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OktaError<'a> {
+    error_code: &'a str,
+    error_summary: &'a str,
+    error_link: &'a str,
+    error_id: &'a str,
+    error_causes: [(); 0],
+}
+
+fn error_reply(shared: &Shared, n: usize, status: u16, code: &str, summary: &str) -> Reply {
+    let id = shared.random_id("oae", n as u64 ^ 0x5555, 22);
+    let body = serde_json::to_vec(&OktaError {
+        error_code: code,
+        error_summary: summary,
+        error_link: code,
+        error_id: &id,
+        error_causes: [],
+    })
+    .unwrap_or_default();
+    Reply {
+        status,
+        body,
+        links: Vec::new(),
+        rate_override: None,
+    }
+}
+
+/// The Okta error Okta sends for `status` when nothing more specific applies.
+fn generic_error(shared: &Shared, n: usize, status: u16) -> Reply {
+    let (code, summary) = match status {
+        400 => ("E0000001", "Api validation failed"),
+        401 => ("E0000011", "Invalid token provided"),
+        403 => (
+            "E0000006",
+            "You do not have permission to perform the requested action",
+        ),
+        404 => ("E0000007", "Not found: Resource not found"),
+        405 => (
+            "E0000022",
+            "The endpoint does not support the provided HTTP method",
+        ),
+        429 => (
+            "E0000047",
+            "API call exceeded rate limit due to too many requests.",
+        ),
+        500 => ("E0000009", "Internal Server Error"),
+        502 => ("E0000009", "Bad Gateway"),
+        503 => ("E0000009", "Service Unavailable"),
+        504 => ("E0000009", "Gateway Timeout"),
+        s if s >= 500 => ("E0000009", "Internal Server Error"),
+        _ => ("E0000001", "Api validation failed"),
+    };
+    error_reply(shared, n, status, code, summary)
+}
+
+fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Constant-time comparison, so the token check leaks nothing through timing.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let now = SystemTime::now();
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let authorization = header_string(&headers, header::AUTHORIZATION);
+    let accept_encoding = header_string(&headers, header::ACCEPT_ENCODING);
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| uri.path().to_owned());
+
+    let (n, remaining, reset) = {
+        let mut st = shared.lock();
+        let n = st.requests.len();
+        st.requests.push(RecordedRequest {
+            at: now,
+            method: method.to_string(),
+            path_and_query: path_and_query.clone(),
+            authorization: authorization.clone(),
+            accept_encoding: accept_encoding.clone(),
+            status: 0,
+            gzipped: false,
+        });
+        let minute = now_secs / 60;
+        if st.window_minute != minute {
+            st.window_minute = minute;
+            st.window_used = 0;
+        }
+        st.window_used = st.window_used.saturating_add(1);
+        (
+            n,
+            shared.rate_limit.saturating_sub(st.window_used),
+            (minute + 1) * 60,
+        )
+    };
+
+    let authorized = authorization
+        .as_deref()
+        .is_some_and(|a| same_secret(a.as_bytes(), shared.expected_auth.as_bytes()));
+    let reply = if !authorized {
+        generic_error(&shared, n, 401)
+    } else {
+        route(&shared, n, &method, &uri, &path_and_query, now_secs).await
+    };
+
+    let gzip = !reply.body.is_empty()
+        && accept_encoding
+            .as_deref()
+            .is_some_and(|a| a.to_ascii_lowercase().contains("gzip"));
+    let body = if gzip {
+        gzip_bytes(&reply.body)
+    } else {
+        reply.body
+    };
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        h.insert(header::DATE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&shared.random_id("", n as u64, 27)) {
+        h.insert("x-okta-request-id", v);
+    }
+    let (remaining, reset) = reply.rate_override.unwrap_or((remaining, reset));
+    h.insert("x-rate-limit-limit", HeaderValue::from(shared.rate_limit));
+    h.insert("x-rate-limit-remaining", HeaderValue::from(remaining));
+    h.insert("x-rate-limit-reset", HeaderValue::from(reset));
+    match shared.link_style {
+        LinkStyle::SeparateLines => {
+            for link in &reply.links {
+                if let Ok(v) = HeaderValue::from_str(link) {
+                    h.append(header::LINK, v);
+                }
+            }
+        }
+        LinkStyle::CommaJoined => {
+            if !reply.links.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&reply.links.join(", "))
+            {
+                h.insert(header::LINK, v);
+            }
+        }
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+
+    {
+        let mut st = shared.lock();
+        if let Some(r) = st.requests.get_mut(n) {
+            r.status = status.as_u16();
+            r.gzipped = gzip;
+        }
+    }
+    resp
+}
+
+fn gzip_bytes(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8 + 64),
+        flate2::Compression::fast(),
+    );
+    if enc.write_all(body).is_err() {
+        return body.to_vec();
+    }
+    enc.finish().unwrap_or_default()
+}
+
+async fn route(
+    shared: &Shared,
+    n: usize,
+    method: &Method,
+    uri: &Uri,
+    path_and_query: &str,
+    now_secs: u64,
+) -> Reply {
+    for fault in &shared.faults {
+        match fault {
+            OktaFault::Status { request, status } if *request == n => {
+                return generic_error(shared, n, *status);
+            }
+            OktaFault::RateLimited {
+                request,
+                reset_after_secs,
+            } if *request == n => {
+                let mut r = generic_error(shared, n, 429);
+                r.rate_override = Some((0, now_secs.saturating_add(*reset_after_secs)));
+                return r;
+            }
+            _ => {}
+        }
+    }
+    let foreign = shared.faults.iter().find_map(|f| match f {
+        OktaFault::ForeignNextLink { request, target } if *request == n => Some(target.as_str()),
+        _ => None,
+    });
+
+    let path = uri.path();
+    let group = path
+        .strip_prefix("/api/v1/groups/")
+        .and_then(|rest| rest.strip_suffix("/users"))
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    if path != "/api/v1/users" && group.is_none() {
+        let summary = format!("Not found: Resource not found: {path} ({method})");
+        return error_reply(shared, n, 404, "E0000007", &summary);
+    }
+    if method != Method::GET {
+        return generic_error(shared, n, 405);
+    }
+    let query = match ListQuery::parse(uri.query().unwrap_or(""), group.is_none()) {
+        Ok(q) => q,
+        Err(QueryError::Validation(what)) => {
+            let summary = format!("Api validation failed: {what}");
+            return error_reply(shared, n, 400, "E0000001", &summary);
+        }
+        Err(QueryError::Criteria) => {
+            return error_reply(shared, n, 400, "E0000031", "Invalid search criteria.");
+        }
+    };
+    let members = match group {
+        Some(id) => match shared.groups.get(id) {
+            Some(m) => Some(m.as_slice()),
+            None => {
+                let summary = format!("Not found: Resource not found: {id} (UserGroup)");
+                return error_reply(shared, n, 404, "E0000007", &summary);
+            }
+        },
+        None => None,
+    };
+    if !shared.page_delay.is_zero() {
+        tokio::time::sleep(shared.page_delay).await;
+    }
+    list_page(shared, path, path_and_query, members, &query, foreign)
+}
+
+fn list_page(
+    shared: &Shared,
+    path: &str,
+    path_and_query: &str,
+    members: Option<&[usize]>,
+    q: &ListQuery,
+    foreign: Option<&str>,
+) -> Reply {
+    let total = shared.users.len();
+    let seq_len = members.map_or(total, <[usize]>::len);
+    let user_at = |pos: usize| members.map_or(pos, |m| m[pos]);
+    let wanted = |u: usize| u < total && q.conditions.iter().all(|c| c.matches(&shared.users, u));
+
+    let mut page = Vec::with_capacity(q.limit.min(seq_len.saturating_sub(q.start)));
+    let mut pos = q.start;
+    while pos < seq_len && page.len() < q.limit {
+        let u = user_at(pos);
+        pos += 1;
+        if wanted(u) {
+            page.push(u);
+        }
+    }
+    // Is anything left? Skip ahead to the next match so the cursor points at it.
+    while pos < seq_len && !wanted(user_at(pos)) {
+        pos += 1;
+    }
+    let more = pos < seq_len;
+
+    let mut body = Vec::with_capacity(page.len() * 1200 + 2);
+    body.push(b'[');
+    for (k, &u) in page.iter().enumerate() {
+        if k > 0 {
+            body.push(b',');
+        }
+        match &shared.users {
+            UserSource::Generated(_) => write_generated_user(&mut body, u, &shared.base_url),
+            UserSource::Explicit(v) => {
+                if serde_json::to_writer(&mut body, &v[u]).is_err() {
+                    body.extend_from_slice(b"null");
+                }
+            }
+        }
+    }
+    body.push(b']');
+
+    let mut links = vec![format!(
+        "<{}{}>; rel=\"self\"",
+        shared.base_url, path_and_query
+    )];
+    let next_base = match foreign {
+        Some(target) => Some(target.trim_end_matches('/')),
+        None if more => Some(shared.base_url.as_str()),
+        None => None,
+    };
+    if let Some(base) = next_base {
+        let mut link = format!("<{base}{path}?after=");
+        link.push_str(&encode_cursor(pos));
+        link.push_str("&limit=");
+        link.push_str(&q.limit.to_string());
+        if let Some(f) = &q.filter {
+            link.push_str("&filter=");
+            percent_encode_into(&mut link, f);
+        }
+        if let Some(s) = &q.search {
+            link.push_str("&search=");
+            percent_encode_into(&mut link, s);
+        }
+        link.push_str(">; rel=\"next\"");
+        links.push(link);
+    }
+    Reply::ok(body, links)
+}
+
+/// The cursor is opaque to clients; here it encodes the position of the next user.
+fn encode_cursor(pos: usize) -> String {
+    format!("00c{pos:x}")
+}
+
+fn decode_cursor(s: &str) -> Option<usize> {
+    usize::from_str_radix(s.strip_prefix("00c")?, 16).ok()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (spaces become `%20`).
+fn percent_encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+struct ListQuery {
+    limit: usize,
+    start: usize,
+    filter: Option<String>,
+    search: Option<String>,
+    conditions: Vec<Condition>,
+}
+
+enum QueryError {
+    Validation(&'static str),
+    Criteria,
+}
+
+impl ListQuery {
+    fn parse(query: &str, allow_filter: bool) -> Result<ListQuery, QueryError> {
+        let mut q = ListQuery {
+            limit: 200,
+            start: 0,
+            filter: None,
+            search: None,
+            conditions: Vec::new(),
+        };
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "limit" => {
+                    let l: i64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| QueryError::Validation("limit"))?;
+                    q.limit = l.clamp(1, 200) as usize;
+                }
+                "after" => {
+                    q.start = decode_cursor(&value).ok_or(QueryError::Validation("after"))?;
+                }
+                "filter" if allow_filter => q.filter = Some(value.into_owned()),
+                "search" if allow_filter => q.search = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        for expr in q.filter.iter().chain(q.search.iter()) {
+            q.conditions
+                .extend(parse_expression(expr).ok_or(QueryError::Criteria)?);
+        }
+        Ok(q)
+    }
+}
+
+/// One comparison of a filter or search expression.
+#[derive(Debug, Clone, PartialEq)]
+enum Condition {
+    StatusEq(String),
+    LastUpdated(Cmp, i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Eq,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Condition {
+    fn matches(&self, users: &UserSource, i: usize) -> bool {
+        match (self, users) {
+            (Condition::StatusEq(s), UserSource::Generated(_)) => s == "ACTIVE",
+            (Condition::StatusEq(s), UserSource::Explicit(v)) => {
+                v.get(i)
+                    .and_then(|u| u.get("status"))
+                    .and_then(|x| x.as_str())
+                    == Some(s.as_str())
+            }
+            (Condition::LastUpdated(cmp, t), _) => {
+                let value = match users {
+                    UserSource::Generated(_) => Some(generated_last_updated_millis(i)),
+                    UserSource::Explicit(v) => v
+                        .get(i)
+                        .and_then(|u| u.get("lastUpdated"))
+                        .and_then(|x| x.as_str())
+                        .and_then(parse_rfc3339_millis),
+                };
+                value.is_some_and(|v| match cmp {
+                    Cmp::Eq => v == *t,
+                    Cmp::Gt => v > *t,
+                    Cmp::Ge => v >= *t,
+                    Cmp::Lt => v < *t,
+                    Cmp::Le => v <= *t,
+                })
+            }
+        }
+    }
+}
+
+/// Splits an expression into words and quoted strings (quotes kept as a marker).
+fn tokenize(expr: &str) -> Option<Vec<(bool, String)>> {
+    let mut tokens = Vec::new();
+    let mut chars = expr.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => s.push(chars.next()?),
+                    other => s.push(other),
+                }
+            }
+            tokens.push((true, s));
+        } else {
+            let mut s = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() || c == '"' {
+                    break;
+                }
+                s.push(c);
+                chars.next();
+            }
+            tokens.push((false, s));
+        }
+    }
+    Some(tokens)
+}
+
+/// Parses `cond (and cond)*` where cond is `status eq "X"` or
+/// `lastUpdated (eq|gt|ge|lt|le) "RFC3339"`. `None`: Okta's "Invalid search criteria.".
+fn parse_expression(expr: &str) -> Option<Vec<Condition>> {
+    let tokens = tokenize(expr)?;
+    let mut out = Vec::new();
+    let mut it = tokens.into_iter();
+    loop {
+        let (false, attr) = it.next()? else {
+            return None;
+        };
+        let (false, op) = it.next()? else { return None };
+        let (true, value) = it.next()? else {
+            return None;
+        };
+        let op = op.to_ascii_lowercase();
+        let cond = match attr.as_str() {
+            "status" if op == "eq" => Condition::StatusEq(value),
+            "lastUpdated" => {
+                let cmp = match op.as_str() {
+                    "eq" => Cmp::Eq,
+                    "gt" => Cmp::Gt,
+                    "ge" => Cmp::Ge,
+                    "lt" => Cmp::Lt,
+                    "le" => Cmp::Le,
+                    _ => return None,
+                };
+                Condition::LastUpdated(cmp, parse_rfc3339_millis(&value)?)
+            }
+            _ => return None,
+        };
+        out.push(cond);
+        match it.next() {
+            None => return Some(out),
+            Some((false, and)) if and.eq_ignore_ascii_case("and") => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::generated_last_updated;
+
+    #[test]
+    fn filter_grammar() {
+        assert_eq!(
+            parse_expression(r#"status eq "ACTIVE""#),
+            Some(vec![Condition::StatusEq("ACTIVE".into())])
+        );
+        let e =
+            parse_expression(r#"lastUpdated gt "2025-01-01T00:00:00.000Z" and status eq "ACTIVE""#)
+                .unwrap();
+        assert_eq!(
+            e,
+            vec![
+                Condition::LastUpdated(Cmp::Gt, 1_735_689_600_000),
+                Condition::StatusEq("ACTIVE".into())
+            ]
+        );
+        assert!(parse_expression(r#"lastUpdated ge "2025-01-01T00:00:00Z""#).is_some());
+        for bad in [
+            "",
+            "status",
+            r#"status eq ACTIVE"#,
+            r#"status gt "ACTIVE""#,
+            r#"profile.department eq "Sales""#,
+            r#"lastUpdated gt "yesterday""#,
+            r#"status eq "ACTIVE" or status eq "STAGED""#,
+            r#"status eq "ACTIVE" and"#,
+            r#"status eq "ACTIVE"#,
+        ] {
+            assert_eq!(parse_expression(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn filter_evaluation() {
+        let generated = UserSource::Generated(100);
+        let gt = parse_expression(&format!(
+            r#"lastUpdated gt "{}""#,
+            generated_last_updated(40)
+        ))
+        .unwrap();
+        let ge = parse_expression(&format!(
+            r#"lastUpdated ge "{}""#,
+            generated_last_updated(40)
+        ))
+        .unwrap();
+        let matching = |conds: &[Condition], users: &UserSource| -> Vec<usize> {
+            (0..users.len())
+                .filter(|&i| conds.iter().all(|c| c.matches(users, i)))
+                .collect()
+        };
+        assert_eq!(matching(&gt, &generated), (41..100).collect::<Vec<_>>());
+        assert_eq!(matching(&ge, &generated), (40..100).collect::<Vec<_>>());
+        let staged = parse_expression(r#"status eq "STAGED""#).unwrap();
+        assert!(matching(&staged, &generated).is_empty());
+
+        let explicit = UserSource::Explicit(vec![
+            serde_json::json!({"id": "a", "status": "STAGED", "lastUpdated": "2020-08-27T18:16:00.000Z"}),
+            serde_json::json!({"id": "b", "status": "ACTIVE", "lastUpdated": "2022-05-05T18:15:44.000Z"}),
+            serde_json::json!({"id": "c", "status": "STAGED"}),
+        ]);
+        assert_eq!(matching(&staged, &explicit), vec![0, 2]);
+        let recent = parse_expression(r#"lastUpdated gt "2021-01-01T00:00:00+01:00""#).unwrap();
+        assert_eq!(matching(&recent, &explicit), vec![1]);
+    }
+
+    #[test]
+    fn cursor_and_encoding() {
+        assert_eq!(decode_cursor(&encode_cursor(123_456)), Some(123_456));
+        assert_eq!(decode_cursor("bogus"), None);
+        let mut s = String::new();
+        percent_encode_into(&mut s, r#"status eq "ACTIVE""#);
+        assert_eq!(s, "status%20eq%20%22ACTIVE%22");
+    }
+}

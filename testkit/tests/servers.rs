@@ -1,0 +1,630 @@
+//! End-to-end checks of the fake servers over real HTTP.
+
+use std::collections::HashSet;
+use std::io::Read as _;
+
+use okta_pendo_testkit::users::generated_last_updated;
+use okta_pendo_testkit::{
+    ExistingVisitors, FakeOkta, FakePendo, LinkStyle, OktaFault, OktaOptions, PendoFault,
+    PendoOptions, UserSource,
+};
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+const AUTH: &str = "SSWS okta-test-token";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// All `<url>; rel="x"` pairs of the `link` headers, whatever the layout.
+fn links(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for value in headers.get_all("link") {
+        for part in value.to_str().unwrap().split(", <") {
+            let part = part.trim_start_matches('<');
+            let (url, rel) = part.split_once(">; rel=").unwrap();
+            out.push((url.to_owned(), rel.trim_matches('"').to_owned()));
+        }
+    }
+    out
+}
+
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    links(headers)
+        .into_iter()
+        .find(|(_, rel)| rel == "next")
+        .map(|(u, _)| u)
+}
+
+fn with_params(server: &FakeOkta, path: &str, params: &[(&str, &str)]) -> String {
+    reqwest::Url::parse_with_params(&format!("{}{path}", server.base_url()), params)
+        .unwrap()
+        .to_string()
+}
+
+async fn okta(users: UserSource) -> FakeOkta {
+    FakeOkta::start(OktaOptions {
+        users,
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pages_follow_link_headers_in_both_styles() {
+    for style in [LinkStyle::SeparateLines, LinkStyle::CommaJoined] {
+        let server = FakeOkta::start(OktaOptions {
+            users: UserSource::Generated(450),
+            link_style: style,
+            ..Default::default()
+        })
+        .await;
+        let http = client();
+        let mut url = Some(format!("{}/api/v1/users?limit=200", server.base_url()));
+        let mut sizes = Vec::new();
+        let mut ids = Vec::new();
+        let mut remaining = Vec::new();
+        while let Some(u) = url.take() {
+            let resp = http
+                .get(&u)
+                .header("Authorization", AUTH)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let h = resp.headers().clone();
+            let lines = h.get_all("link").iter().count();
+            match style {
+                LinkStyle::SeparateLines => assert!(lines >= 1),
+                LinkStyle::CommaJoined => assert_eq!(lines, 1),
+            }
+            let rels = links(&h);
+            assert_eq!(rels[0], (u.clone(), "self".to_owned()));
+            assert_eq!(h["content-type"], "application/json;charset=UTF-8");
+            assert!(httpdate::parse_http_date(h["date"].to_str().unwrap()).is_ok());
+            assert!(h.contains_key("x-okta-request-id"));
+            assert_eq!(h["x-rate-limit-limit"], "600");
+            assert!(
+                h["x-rate-limit-reset"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    > 1_600_000_000
+            );
+            remaining.push(
+                h["x-rate-limit-remaining"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap(),
+            );
+            let page: Vec<Value> = resp.json().await.unwrap();
+            sizes.push(page.len());
+            ids.extend(page.iter().map(|u| u["id"].as_str().unwrap().to_owned()));
+            url = next_link(&h);
+            if let Some(next) = &url {
+                assert!(next.starts_with(&format!("{}/api/v1/users?after=", server.base_url())));
+                assert!(next.contains("limit=200"));
+            }
+        }
+        assert_eq!(sizes, vec![200, 200, 50], "{style:?}");
+        let expected: Vec<String> = (0..450).map(|i| format!("00u{i:017}")).collect();
+        assert_eq!(ids, expected);
+        // Decreasing per request within the minute window (it restarts at 599 on a new window).
+        assert_eq!(remaining[0], 599);
+        assert!(
+            remaining
+                .windows(2)
+                .all(|w| w[1] + 1 == w[0] || w[1] == 599),
+            "{remaining:?}"
+        );
+        assert_eq!(server.requests().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn limit_is_clamped_and_defaults_to_200() {
+    let server = okta(UserSource::Generated(450)).await;
+    let http = client();
+    for (query, expected) in [
+        ("limit=1000", 200),
+        ("limit=0", 1),
+        ("", 200),
+        ("limit=7", 7),
+    ] {
+        let resp = http
+            .get(format!("{}/api/v1/users?{query}", server.base_url()))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .unwrap();
+        let page: Vec<Value> = resp.json().await.unwrap();
+        assert_eq!(page.len(), expected, "{query}");
+    }
+    let resp = http
+        .get(format!("{}/api/v1/users?limit=abc", server.base_url()))
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn gzip_only_when_asked() {
+    let server = okta(UserSource::Generated(30)).await;
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let url = format!("{}/api/v1/users?limit=10", server.base_url());
+
+    let resp = raw
+        .get(&url)
+        .header("Authorization", AUTH)
+        .header("Accept-Encoding", "gzip, deflate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let bytes = resp.bytes().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let page: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(page.len(), 10);
+
+    let resp = raw
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert!(!resp.headers().contains_key("content-encoding"));
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page.len(), 10);
+
+    // A client that decodes gzip transparently.
+    let page: Vec<Value> = client()
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 10);
+
+    let gz: Vec<bool> = server.requests().iter().map(|r| r.gzipped).collect();
+    assert_eq!(gz, vec![true, false, true]);
+    assert_eq!(
+        server.requests()[0].accept_encoding.as_deref(),
+        Some("gzip, deflate")
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_missing_token_is_401() {
+    let server = okta(UserSource::Generated(5)).await;
+    let http = client();
+    let url = format!("{}/api/v1/users", server.base_url());
+    for auth in [Some("SSWS wrong"), Some("Bearer okta-test-token"), None] {
+        let mut req = http.get(&url);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errorCode"], "E0000011");
+        assert_eq!(body["errorSummary"], "Invalid token provided");
+        assert_eq!(body["errorLink"], "E0000011");
+        assert!(body["errorId"].as_str().is_some_and(|s| !s.is_empty()));
+        assert_eq!(body["errorCauses"], json!([]));
+    }
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![401, 401, 401]);
+    assert_eq!(
+        server.requests()[0].authorization.as_deref(),
+        Some("SSWS wrong")
+    );
+}
+
+#[tokio::test]
+async fn faults() {
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(10),
+        faults: vec![
+            OktaFault::Status {
+                request: 0,
+                status: 503,
+            },
+            OktaFault::RateLimited {
+                request: 1,
+                reset_after_secs: 5,
+            },
+            OktaFault::ForeignNextLink {
+                request: 2,
+                target: "http://127.0.0.1:9".into(),
+            },
+            OktaFault::Status {
+                request: 3,
+                status: 500,
+            },
+        ],
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let url = format!("{}/api/v1/users?limit=5", server.base_url());
+    let get = || http.get(&url).header("Authorization", AUTH).send();
+
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errorSummary"], "Service Unavailable");
+    assert!(body["errorCode"].is_string());
+
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let h = resp.headers().clone();
+    assert_eq!(h["x-rate-limit-remaining"], "0");
+    let date = httpdate::parse_http_date(h["date"].to_str().unwrap()).unwrap();
+    let date = date
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let reset: u64 = h["x-rate-limit-reset"].to_str().unwrap().parse().unwrap();
+    assert_eq!(reset - date, 5);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errorCode"], "E0000047");
+
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let next = next_link(resp.headers()).unwrap();
+    assert!(
+        next.starts_with("http://127.0.0.1:9/api/v1/users?after="),
+        "{next}"
+    );
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page.len(), 5);
+
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errorSummary"], "Internal Server Error");
+
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![503, 429, 200, 500, 200]);
+}
+
+#[tokio::test]
+async fn filter_and_search() {
+    let server = okta(UserSource::Generated(450)).await;
+    let http = client();
+    let filter = format!(
+        "lastUpdated gt \"{}\" and status eq \"ACTIVE\"",
+        generated_last_updated(399)
+    );
+    for param in ["filter", "search"] {
+        let mut url = Some(
+            reqwest::Url::parse_with_params(
+                &format!("{}/api/v1/users", server.base_url()),
+                &[("limit", "20"), (param, filter.as_str())],
+            )
+            .unwrap()
+            .to_string(),
+        );
+        let mut ids = Vec::new();
+        let mut pages = 0;
+        while let Some(u) = url.take() {
+            let resp = http
+                .get(&u)
+                .header("Authorization", AUTH)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            url = next_link(resp.headers());
+            if let Some(next) = &url {
+                assert!(
+                    next.contains(&format!("&{param}=lastUpdated%20gt%20%22")),
+                    "{next}"
+                );
+            }
+            let page: Vec<Value> = resp.json().await.unwrap();
+            ids.extend(
+                page.iter()
+                    .map(|u| u["profile"]["login"].as_str().unwrap().to_owned()),
+            );
+            pages += 1;
+        }
+        assert_eq!(pages, 3);
+        let expected: Vec<String> = (400..450).map(|i| format!("user{i}@example.com")).collect();
+        assert_eq!(ids, expected);
+    }
+
+    for bad in [
+        "status eq \"ACTIVE\" or status eq \"STAGED\"",
+        "profile.department eq \"Sales\"",
+    ] {
+        let resp = http
+            .get(with_params(&server, "/api/v1/users", &[("filter", bad)]))
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errorCode"], "E0000031");
+        assert_eq!(body["errorSummary"], "Invalid search criteria.");
+    }
+}
+
+#[tokio::test]
+async fn groups_and_explicit_users() {
+    let users = vec![
+        json!({"id": "00ua", "status": "ACTIVE", "lastUpdated": "2022-05-05T18:15:44.000Z", "profile": {"login": "a@example.com"}}),
+        json!({"id": "00ub", "status": "STAGED", "lastUpdated": "2020-08-27T18:16:00.000Z", "profile": {"login": "b@example.com"}}),
+        json!({"id": "00uc", "status": "ACTIVE", "lastUpdated": "2023-01-01T00:00:00.000Z", "profile": {"login": "c@example.com"}}),
+    ];
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Explicit(users.clone()),
+        groups: vec![("00g1".into(), vec![0, 2])],
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let get = |path: String| {
+        http.get(format!("{}{path}", server.base_url()))
+            .header("Authorization", AUTH)
+            .send()
+    };
+
+    let resp = get("/api/v1/users".into()).await.unwrap();
+    assert!(next_link(resp.headers()).is_none());
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page, users);
+
+    let resp = get("/api/v1/groups/00g1/users?limit=1".into())
+        .await
+        .unwrap();
+    let next = next_link(resp.headers()).unwrap();
+    assert!(next.starts_with(&format!(
+        "{}/api/v1/groups/00g1/users?after=",
+        server.base_url()
+    )));
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page[0]["id"], "00ua");
+    let resp = http
+        .get(&next)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert!(next_link(resp.headers()).is_none());
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0]["id"], "00uc");
+
+    let resp = get("/api/v1/groups/00gnope/users".into()).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errorCode"], "E0000007");
+    assert_eq!(
+        body["errorSummary"],
+        "Not found: Resource not found: 00gnope (UserGroup)"
+    );
+
+    let resp = http
+        .get(with_params(
+            &server,
+            "/api/v1/users",
+            &[("filter", "status eq \"STAGED\"")],
+        ))
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page, vec![users[1].clone()]);
+}
+
+#[tokio::test]
+async fn dropping_the_server_closes_it() {
+    let server = okta(UserSource::Generated(1)).await;
+    let http = client();
+    let url = format!("{}/api/v1/users", server.base_url());
+    assert_eq!(
+        http.get(&url)
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    drop(server);
+    tokio::task::yield_now().await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(
+        http.get(&url)
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+async fn post(
+    http: &reqwest::Client,
+    pendo: &FakePendo,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let resp = http
+        .post(format!("{}{path}", pendo.base_url()))
+        .header("x-pendo-integration-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn pendo_accounting_create_and_errors() {
+    let pendo = FakePendo::start(PendoOptions {
+        existing: ExistingVisitors::Except(HashSet::from(["b".to_owned(), "c".to_owned()])),
+        faults: vec![PendoFault::Status {
+            request: 4,
+            status: 503,
+        }],
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let custom = "/api/v1/metadata/visitor/custom/value";
+    let batch = json!([
+        {"visitorId": "a", "values": {"department": "Sales", "is_manager": true}},
+        {"visitorId": "b", "values": {"department": "Finance"}},
+        {"visitorId": "c", "values": {"department": null}},
+    ]);
+
+    // 0: b and c are missing.
+    let (status, body) = post(&http, &pendo, custom, "pendo-test-key", &batch).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"total": 3, "updated": 1, "failed": 2, "missing": ["b", "c"], "errors": []})
+    );
+
+    // 1: create=true creates them.
+    let (status, body) = post(
+        &http,
+        &pendo,
+        &format!("{custom}?create=true"),
+        "pendo-test-key",
+        &batch,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["updated"], 3);
+    assert_eq!(body["missing"], json!([]));
+
+    // 2: from then on they exist.
+    let later = json!([{"visitorId": "b", "values": {"title": "Director", "employee_number": 7}}]);
+    let (_, body) = post(&http, &pendo, custom, "pendo-test-key", &later).await;
+    assert_eq!(
+        body,
+        json!({"total": 1, "updated": 1, "failed": 0, "missing": [], "errors": []})
+    );
+    let b = pendo.visitor("b").unwrap();
+    assert_eq!(
+        Value::Object(b),
+        json!({"department": "Finance", "title": "Director", "employee_number": 7})
+    );
+    assert_eq!(pendo.visitor("c").unwrap()["department"], Value::Null);
+    assert!(pendo.visitor("zzz").is_none());
+
+    // 3: wrong key.
+    let (status, _) = post(&http, &pendo, custom, "nope", &later).await;
+    assert_eq!(status, 401);
+
+    // 4: injected fault; nothing stored.
+    let (status, _) = post(
+        &http,
+        &pendo,
+        custom,
+        "pendo-test-key",
+        &json!([{"visitorId": "a", "values": {"title": "X"}}]),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(pendo.visitor("a").unwrap().get("title").is_none());
+
+    // 5: malformed body; 6: unknown group; 7: wrong content type.
+    let (status, _) = post(
+        &http,
+        &pendo,
+        custom,
+        "pendo-test-key",
+        &json!({"visitorId": "a"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        &http,
+        &pendo,
+        "/api/v1/metadata/visitor/nope/value",
+        "pendo-test-key",
+        &later,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let resp = http
+        .post(format!("{}{custom}", pendo.base_url()))
+        .header("x-pendo-integration-key", "pendo-test-key")
+        .header("content-type", "text/plain")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+
+    let batches = pendo.batches();
+    let statuses: Vec<u16> = batches.iter().map(|b| b.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 401, 503, 400, 404, 415]);
+    assert_eq!(batches[0].group, "custom");
+    assert!(!batches[0].create && batches[1].create);
+    assert_eq!(batches[0].len, 3);
+    assert_eq!(batches[0].records[1].0, "b");
+    assert_eq!(pendo.post_count(), 8);
+    assert_eq!(pendo.records_received(), 7);
+}
+
+#[tokio::test]
+async fn pendo_schema_and_key() {
+    let pendo = FakePendo::start(PendoOptions {
+        record_values: false,
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let url = format!("{}/api/v1/metadata/schema/visitor", pendo.base_url());
+    let resp = http
+        .get(&url)
+        .header("x-pendo-integration-key", "pendo-test-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let schema: Value = resp.json().await.unwrap();
+    assert_eq!(schema["custom"]["department"]["Type"], "string");
+    assert_eq!(schema["custom"]["last_login"]["Type"], "time");
+    assert_eq!(schema["custom"]["employee_number"]["Type"], "number");
+    assert_eq!(schema["custom"]["is_manager"]["Type"], "boolean");
+    assert_eq!(schema["custom"]["is_manager"]["IsDeleted"], false);
+    assert!(schema["agent"].is_object() && schema["auto"].is_object());
+    let resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let (status, body) = post(
+        &http,
+        &pendo,
+        "/api/v1/metadata/visitor/agent/value",
+        "pendo-test-key",
+        &json!([{"visitorId": "a", "values": {"x": 1}}]),
+    )
+    .await;
+    assert_eq!((status, body["updated"].as_u64()), (200, Some(1)));
+    assert!(pendo.batches()[0].records.is_empty());
+    assert_eq!(pendo.batches()[0].len, 1);
+    assert!(pendo.visitor("a").is_none());
+    assert_eq!(pendo.records_received(), 1);
+}
