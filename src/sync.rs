@@ -94,9 +94,16 @@ async fn read_pages(
             match okta.page(&url).await {
                 Ok(mut page) => {
                     tracing::debug!(users = page.users.len(), path = url.path(), "okta page");
-                    next = page.next.take();
+                    let link = std::mem::replace(&mut page.next, Ok(None));
                     if tx.send(Ok(page)).await.is_err() {
                         return;
+                    }
+                    match link {
+                        Ok(link) => next = link,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
                     }
                 }
                 Err(e) => {

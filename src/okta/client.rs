@@ -77,7 +77,9 @@ impl OktaError {
 #[derive(Debug)]
 pub struct Page {
     pub users: Vec<Value>,
-    pub next: Option<Url>,
+    /// The next page, none at the end, or why its link was refused (the users of this page are
+    /// still good).
+    pub next: Result<Option<Url>, OktaError>,
 }
 
 /// An authenticated client for one Okta org.
@@ -279,10 +281,9 @@ impl OktaClient {
             Err(e) => return Err(malformed(format!("not valid JSON: {e}"))),
         };
         let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
-        let next = match super::link::next_link(links) {
-            None => None,
-            Some(raw) => Some(self.checked_next(raw)?),
-        };
+        let next = super::link::next_link(links)
+            .map(|raw| self.checked_next(raw))
+            .transpose();
         Ok(Page { users, next })
     }
 

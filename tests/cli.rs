@@ -1,0 +1,384 @@
+//! The command line as users meet it: config errors, the example config, `history`, `check`,
+//! usage errors and exit codes.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{OKTA_TOKEN, PENDO_KEY, Parts, Setup, run_bin, stderr, stdout};
+use okta_pendo_sync::config::{self, UserScope};
+use okta_pendo_testkit::{FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource};
+use serde_json::Value;
+
+fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[tokio::test]
+async fn every_config_problem_is_reported_at_once_with_its_key() {
+    let (_dir, path) = write_config(
+        r#"
+[okta]
+org_url = "http://acme.okta.com"
+api_token = "tok-SECRET-1"
+api_token_file = "/nonexistent/token"
+filter = 'status eq "ACTIVE"'
+search = 'profile.x eq "y"'
+page_size = 500
+colour = "blue"
+
+[pendo]
+integration_key_file = "/nonexistent/pendo.key"
+region = "mars"
+batch_size = "many"
+concurrency = 0
+metadata_group = "special"
+
+[sync]
+visitor_id_key = "profile..login"
+on_null = "ignore"
+
+[mapping]
+"bad field" = "profile.x"
+title = { path = "profile.title", type = "string" }
+dept = { path = "profile.department", kind = "text" }
+n = 5
+
+[log]
+format = "xml"
+level = "info,,=="
+
+[extra]
+x = 1
+"#,
+    );
+    let out = run_bin(
+        &path,
+        &["check"],
+        &[("OKTA_PENDO_SYNC__STATE__PATHH", "/x")],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "invalid config exits 78 (EX_CONFIG)"
+    );
+    let err = stderr(&out);
+    for expected in [
+        "okta.org_url: \"http://acme.okta.com\" uses http://, which is allowed only for loopback hosts",
+        "okta.api_token: set either okta.api_token or okta.api_token_file, not both",
+        "okta.search: set either okta.filter or okta.search, not both",
+        "okta.page_size: must be between 1 and 200",
+        "okta.colour: unknown key",
+        "pendo.integration_key_file: cannot read /nonexistent/pendo.key",
+        "pendo.region: unknown region \"mars\"",
+        "pendo.batch_size: expected",
+        "pendo.concurrency: must be between 1 and 64, not 0",
+        "pendo.metadata_group: must be \"custom\" or \"agent\"",
+        "sync.visitor_id_key: \"profile..login\" has an empty segment",
+        "sync.on_null: must be \"skip\" or \"clear\"",
+        "mapping.bad field: \"bad field\" is not a valid Pendo field name",
+        "mapping.title.type: unknown type \"string\"",
+        "mapping.dept.kind: unknown key",
+        "mapping.n: must be an attribute path string",
+        "log.format: must be \"text\" or \"json\"",
+        "log.level: not a valid log filter",
+        "extra: unknown section",
+        "state.pathh: unknown key (set in the environment)",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(!err.contains("tok-SECRET-1"));
+    assert!(stdout(&out).is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn missing_required_keys_and_bad_toml() {
+    let (_dir, path) = write_config("[okta]\n[pendo]\n");
+    let out = run_bin(&path, &["sync"], &[]).await;
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    for expected in [
+        "okta.org_url: is required",
+        "okta.api_token: is required (or okta.api_token_file)",
+        "pendo.integration_key: is required (or pendo.integration_key_file)",
+        "mapping: is required",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
+    let (_dir, path) = write_config("[okta]\napi_token = SECRET-unquoted\n");
+    let out = run_bin(&path, &["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(err.contains("(file): not valid TOML at line 2"), "{err}");
+    assert!(
+        !err.contains("SECRET-unquoted"),
+        "the offending line is not quoted: {err}"
+    );
+
+    let out = run_bin(
+        std::path::Path::new("/nonexistent/config.toml"),
+        &["check"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("cannot read the config file"));
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let (_dir, path) = write_config("");
+    for args in [
+        &["frobnicate"][..],
+        &["sync", "--output", "x.jsonl"],
+        &["history", "--limit", "x"],
+    ] {
+        let out = run_bin(&path, args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    let out = run_bin(&path, &["--help"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for cmd in ["sync", "check", "history"] {
+        assert!(help.contains(cmd));
+    }
+}
+
+#[test]
+fn the_example_config_loads_and_documents_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let key = dir.path().join("key");
+    std::fs::write(&token, "t").unwrap();
+    std::fs::write(&key, "k").unwrap();
+    let env = BTreeMap::from([
+        (
+            "OKTA_PENDO_SYNC__OKTA__API_TOKEN_FILE".to_owned(),
+            token.display().to_string(),
+        ),
+        (
+            "OKTA_PENDO_SYNC__PENDO__INTEGRATION_KEY_FILE".to_owned(),
+            key.display().to_string(),
+        ),
+    ]);
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/okta-pendo-sync.toml");
+    let loaded = config::load_with_env(&example, Some(env)).unwrap_or_else(|e| panic!("{e}"));
+    let s = loaded.settings;
+    assert_eq!(s.okta.org_url.as_str(), "https://acme.okta.com/");
+    assert_eq!(
+        s.okta.scope,
+        UserScope::Filter(r#"status eq "ACTIVE""#.into())
+    );
+    assert_eq!(s.mapping.fields().len(), 4);
+
+    let text = std::fs::read_to_string(&example).unwrap();
+    for key in [
+        "org_url",
+        "api_token",
+        "api_token_file",
+        "filter",
+        "search",
+        "group_ids",
+        "page_size",
+        "integration_key",
+        "integration_key_file",
+        "region",
+        "base_url",
+        "metadata_group",
+        "batch_size",
+        "concurrency",
+        "visitor_id_key",
+        "create_missing_visitors",
+        "on_null",
+        "path",
+        "level",
+        "format",
+    ] {
+        assert!(
+            text.contains(&format!("{key} =")),
+            "the example does not document {key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_prints_records_newest_first_as_spec_says() {
+    let okta = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(30),
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(&okta, &pendo, Parts::default());
+
+    // Before any run: empty, and nothing is created.
+    let out = setup.run(&["history", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        Value::Array(vec![])
+    );
+    assert!(!setup.state.exists());
+
+    assert_eq!(setup.run(&["sync"]).await.status.code(), Some(0));
+    assert_eq!(
+        setup
+            .run(&["sync", "--dry-run", "--output", "/dev/null"])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(setup.run(&["sync", "--full"]).await.status.code(), Some(0));
+
+    let runs = common::history(&setup).await;
+    assert_eq!(runs.len(), 3);
+    let ids: Vec<i64> = runs.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    assert_eq!(runs[1]["mode"], "dry-run");
+    for run in &runs {
+        for key in [
+            "id",
+            "trigger",
+            "mode",
+            "started_at",
+            "finished_at",
+            "status",
+            "status_code",
+            "message",
+            "okta_users_read",
+            "records_processed",
+            "users_updated",
+            "users_failed",
+            "users_missing",
+            "missing_visitor_ids",
+            "users_unchanged",
+            "users_skipped",
+            "errors",
+        ] {
+            assert!(run.get(key).is_some(), "{key} missing from {run}");
+        }
+        for t in ["started_at", "finished_at"] {
+            let s = run[t].as_str().unwrap();
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{t} {s}: {e}"));
+            assert!(s.ends_with('Z'), "UTC: {s}");
+        }
+    }
+
+    let out = setup.run(&["history", "--json", "--limit", "1"]).await;
+    let one: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["id"], runs[0]["id"]);
+
+    let out = setup.run(&["history"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].contains("ID") && lines[0].contains("STATUS") && lines[0].contains("MISSING"));
+    assert!(
+        lines[1].contains("manual") && lines[1].contains("full") && lines[1].contains("succeeded")
+    );
+    assert!(lines[2].contains("Read 30 users from Okta"), "{table}");
+    assert!(lines[3].contains("dry-run"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_side() {
+    let okta = FakeOkta::start(OktaOptions::default()).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(&okta, &pendo, Parts::default());
+    let out = setup.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("config  ok"), "{text}");
+    assert!(text.contains("okta    ok"), "{text}");
+    assert!(text.contains("pendo   ok"), "{text}");
+
+    let wrong_okta = FakeOkta::start(OktaOptions {
+        token: "another".into(),
+        ..OktaOptions::default()
+    })
+    .await;
+    let wrong_pendo = FakePendo::start(PendoOptions {
+        key: "another".into(),
+        ..PendoOptions::default()
+    })
+    .await;
+    let setup = Setup::new(&wrong_okta, &wrong_pendo, Parts::default());
+    let out = setup.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("okta    FAIL") && text.contains("rejected the API token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pendo   FAIL") && text.contains("rejected the integration key"),
+        "{text}"
+    );
+    assert!(!text.contains(OKTA_TOKEN) && !text.contains(PENDO_KEY));
+    assert!(!setup.state.exists(), "check records nothing");
+}
+
+#[tokio::test]
+async fn a_readable_config_with_inline_secrets_draws_a_warning() {
+    let okta = FakeOkta::start(OktaOptions::default()).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[okta]\norg_url = \"{}\"\napi_token = \"{OKTA_TOKEN}\"\n[pendo]\nbase_url = \"{}\"\n\
+             integration_key = \"{PENDO_KEY}\"\n[mapping]\nt = \"profile.title\"\n[state]\npath = \"{}/s.db\"\n",
+            okta.base_url(),
+            pendo.base_url(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run_bin(&path, &["check"], &[]).await;
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        all.contains("holds a secret inline (okta.api_token, pendo.integration_key)"),
+        "{all}"
+    );
+    assert!(!all.contains(OKTA_TOKEN) && !all.contains(PENDO_KEY));
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run_bin(&path, &["check"], &[]).await;
+    assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains("holds a secret inline"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_state_database_stops_the_run_and_is_left_alone() {
+    let okta = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(5),
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(&okta, &pendo, Parts::default());
+    std::fs::create_dir_all(setup.state.parent().unwrap()).unwrap();
+    let junk = b"not a database at all, just bytes".repeat(100);
+    std::fs::write(&setup.state, &junk).unwrap();
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("is damaged or not a state database"), "{all}");
+    assert_eq!(std::fs::read(&setup.state).unwrap(), junk);
+    assert_eq!(
+        pendo.post_count(),
+        0,
+        "nothing is pushed without a place to record it"
+    );
+}
