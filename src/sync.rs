@@ -404,13 +404,18 @@ fn finish(
         ));
     } else {
         message.push_str(&format!(
-            "Read {} users from Okta; sent {} to Pendo: {} updated, {} missing, {} failed",
+            "Read {} users from Okta; sent {} to Pendo: {} updated",
             count(t.okta_users_read),
             count(t.records_processed),
             count(t.users_updated),
-            count(t.users_missing),
-            count(users_failed.saturating_sub(t.users_missing))
         ));
+        if t.users_missing > 0 {
+            message.push_str(&format!(", {} not found in Pendo", count(t.users_missing)));
+        }
+        let other_failures = users_failed.saturating_sub(t.users_missing);
+        if other_failures > 0 {
+            message.push_str(&format!(", {} failed", count(other_failures)));
+        }
     }
     if t.users_skipped > 0 {
         message.push_str(&format!(

@@ -21,9 +21,15 @@ pub fn init(log: &LogSettings, target: Target) {
         .and_then(|v| EnvFilter::builder().parse(v).ok())
         .or_else(|| EnvFilter::builder().parse(&log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let ansi = match target {
+        Target::Stdout => std::io::stdout().is_terminal(),
+        Target::Stderr => std::io::stderr().is_terminal(),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(ansi);
     let result = match (log.format, target) {
         (LogFormat::Text, Target::Stdout) => builder.with_writer(std::io::stdout).try_init(),
         (LogFormat::Text, Target::Stderr) => builder.with_writer(std::io::stderr).try_init(),
