@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 
@@ -13,7 +12,6 @@ use crate::config::{self, Loaded, Settings};
 use crate::okta::OktaClient;
 use crate::pendo::PendoClient;
 use crate::report::{RunRecord, Trigger, count};
-use crate::retry::RetryPolicy;
 use crate::state::State;
 use crate::sync::{self, Clients, RunOptions};
 use crate::telemetry::{self, Target};
@@ -88,19 +86,21 @@ async fn dispatch(cli: Cli) -> i32 {
 
 /// Builds the two clients from the settings.
 pub fn clients(settings: &Settings) -> Result<Clients, String> {
-    let retry = RetryPolicy::default();
-    let okta_http = crate::http::client(Duration::from_secs(10), Duration::from_secs(60))
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-    // Pendo answers 408 only after 5 minutes; wait a little longer than that.
-    let pendo_http = crate::http::client(Duration::from_secs(10), Duration::from_secs(330))
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    let http = |t: crate::config::Timeouts| {
+        crate::http::client(t.connect, t.request)
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+    };
     Ok(Clients {
-        okta: Arc::new(OktaClient::new(okta_http, &settings.okta, retry)),
+        okta: Arc::new(OktaClient::new(
+            http(settings.okta.timeouts)?,
+            &settings.okta,
+            settings.retry,
+        )),
         pendo: Arc::new(PendoClient::new(
-            pendo_http,
+            http(settings.pendo.timeouts)?,
             &settings.pendo,
             settings.sync.create_missing_visitors,
-            retry,
+            settings.retry,
         )),
     })
 }

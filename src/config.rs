@@ -16,7 +16,10 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use std::time::Duration;
+
 use crate::mapping::{AttributePath, FieldMapping, Mapping, OnNull, ValueType};
+use crate::retry::RetryPolicy;
 
 /// Environment variables starting with this prefix (then `__SECTION__KEY`) override the file.
 pub const ENV_PREFIX: &str = "OKTA_PENDO_SYNC";
@@ -32,6 +35,8 @@ pub struct Settings {
     pub mapping: Mapping,
     pub state: StateSettings,
     pub log: LogSettings,
+    /// How both clients retry.
+    pub retry: RetryPolicy,
 }
 
 /// Where and how to read users.
@@ -45,6 +50,16 @@ pub struct OktaSettings {
     pub scope: UserScope,
     /// Users per page, 1 to 200.
     pub page_size: u32,
+    /// The share of the org's rate-limit budget this sync may use, in (0, 1].
+    pub rate_limit_share: f64,
+    pub timeouts: Timeouts,
+}
+
+/// Connection and whole-request time limits of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
 }
 
 /// Which users a run reads. Okta takes at most one of these, so the type allows one.
@@ -69,6 +84,7 @@ pub struct PendoSettings {
     pub metadata_group: MetadataGroup,
     pub batch_size: NonZeroUsize,
     pub concurrency: NonZeroUsize,
+    pub timeouts: Timeouts,
 }
 
 /// The Pendo metadata group the values are written to.
@@ -456,6 +472,7 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
     let mapping_v = root.remove("mapping");
     let mut state_s = Section::new(&mut root, "state", problems);
     let mut log_s = Section::new(&mut root, "log", problems);
+    let mut retry_s = Section::new(&mut root, "retry", problems);
     for (key, value) in root {
         problems.push(Problem {
             key,
@@ -480,6 +497,8 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
 
     let log = log_settings(&mut log_s, problems);
     log_s.finish(problems);
+    let retry = retry_settings(&mut retry_s, problems);
+    retry_s.finish(problems);
 
     Some(Settings {
         okta: okta?,
@@ -488,6 +507,7 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
         mapping: mapping?,
         state,
         log: log?,
+        retry: retry?,
     })
 }
 
@@ -557,11 +577,27 @@ fn okta_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<OktaSet
         }
     };
 
+    let rate_limit_share = match s.take::<f64>("rate_limit_share", problems) {
+        None => Some(0.5),
+        Some(x) if x > 0.0 && x <= 1.0 => Some(x),
+        Some(x) => {
+            s.problem(
+                problems,
+                "rate_limit_share",
+                format!("must be more than 0 and at most 1 (a fraction of the budget), not {x}"),
+            );
+            None
+        }
+    };
+    let timeouts = timeouts(s, Duration::from_secs(60), problems);
+
     Some(OktaSettings {
         org_url: org_url?,
         api_token: api_token?,
         scope: scope?,
         page_size: page_size?,
+        rate_limit_share: rate_limit_share?,
+        timeouts: timeouts?,
     })
 }
 
@@ -630,12 +666,87 @@ fn pendo_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<PendoS
     };
     let batch_size = bounded(s, "batch_size", 500, 1, 10_000, problems);
     let concurrency = bounded(s, "concurrency", 4, 1, 64, problems);
+    // Pendo answers 408 only after 5 minutes; by default wait a little longer than that.
+    let timeouts = timeouts(s, Duration::from_secs(330), problems);
     Some(PendoSettings {
         base_url: base_url?,
         integration_key: integration_key?,
         metadata_group: metadata_group?,
         batch_size: batch_size?,
         concurrency: concurrency?,
+        timeouts: timeouts?,
+    })
+}
+
+fn timeouts(s: &mut Section, request: Duration, problems: &mut Vec<Problem>) -> Option<Timeouts> {
+    let connect = duration(s, "connect_timeout", Duration::from_secs(10), problems);
+    let request = duration(s, "request_timeout", request, problems);
+    Some(Timeouts {
+        connect: connect?,
+        request: request?,
+    })
+}
+
+/// A duration written like `"500ms"`, `"30s"`, `"5m"` or `"1h 30m"`; must be more than zero.
+fn duration(
+    s: &mut Section,
+    key: &str,
+    default: Duration,
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
+    let Some(raw) = s.take::<String>(key, problems) else {
+        return (!problems.iter().any(|p| p.key == s.key(key))).then_some(default);
+    };
+    match humantime::parse_duration(raw.trim()) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            s.problem(problems, key, "must be more than zero");
+            None
+        }
+        Err(e) => {
+            s.problem(
+                problems,
+                key,
+                format!("\"{raw}\" is not a duration like \"30s\", \"5m\" or \"500ms\": {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn retry_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<RetryPolicy> {
+    let d = RetryPolicy::default();
+    let max_attempts = match s.take::<i64>("max_attempts", problems) {
+        None => Some(d.max_attempts),
+        Some(n @ 1..=100) => Some(n as u32),
+        Some(n) => {
+            s.problem(
+                problems,
+                "max_attempts",
+                format!("must be between 1 and 100, not {n}"),
+            );
+            None
+        }
+    };
+    let base_delay = duration(s, "base_delay", d.base_delay, problems);
+    let max_delay = duration(s, "max_delay", d.max_delay, problems);
+    let max_elapsed = duration(s, "max_elapsed", d.max_elapsed, problems);
+    if let (Some(b), Some(m)) = (base_delay, max_delay)
+        && b > m
+    {
+        s.problem(
+            problems,
+            "base_delay",
+            "must not be longer than retry.max_delay",
+        );
+        return None;
+    }
+    Some(RetryPolicy {
+        max_attempts: max_attempts?,
+        base_delay: base_delay?,
+        max_delay: max_delay?,
+        max_elapsed: max_elapsed?,
+        ..d
     })
 }
 

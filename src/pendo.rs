@@ -177,8 +177,7 @@ impl PendoClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
+            .and_then(retry_after);
         let body = match http::read_body(response, MAX_RESPONSE_BYTES).await {
             Ok(b) => b,
             Err(e @ http::BodyError::TooLarge { .. }) => {
@@ -195,7 +194,11 @@ impl PendoClient {
             StatusCode::UNAUTHORIZED => Attempt::Done(Err(PendoError::Unauthorized)),
             StatusCode::FORBIDDEN => Attempt::Done(Err(PendoError::Forbidden)),
             StatusCode::REQUEST_TIMEOUT => Attempt::Done(Err(PendoError::Timeout)),
-            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
+            // 409 "Operation in progress" is Pendo's answer to concurrent writes: transient.
+            s if s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::CONFLICT
+                || s.is_server_error() =>
+            {
                 let error = PendoError::Status {
                     status: s.as_u16(),
                     detail: detail(),
@@ -211,5 +214,40 @@ impl PendoClient {
                 detail: detail(),
             })),
         }
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub fn retry_after(value: &str) -> Option<std::time::Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = retry_after(&later).unwrap();
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 }

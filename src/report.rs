@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 /// The most visitor IDs kept in `missing_visitor_ids`.
 pub const MAX_MISSING_IDS: usize = 10_000;
 /// The most entries kept in `errors`.
-pub const MAX_ERRORS: usize = 200;
+pub const MAX_ERRORS: usize = 1_000;
 
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,8 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The largest back-off ceiling.
     pub max_delay: Duration,
+    /// The longest one request may take, its retries and waits included.
+    pub max_elapsed: Duration,
     /// The longest a rate-limit reset is waited for at once.
     pub max_rate_limit_wait: Duration,
 }
@@ -23,6 +25,7 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(600),
             max_rate_limit_wait: Duration::from_secs(120),
         }
     }
@@ -62,6 +65,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Attempt<T, E>>,
 {
+    let started = tokio::time::Instant::now();
     let mut tries = 0;
     loop {
         tries += 1;
@@ -84,6 +88,18 @@ where
                 let wait = wait
                     .map(|w| w.min(policy.max_rate_limit_wait))
                     .unwrap_or_else(|| policy.backoff(tries));
+                let elapsed = started.elapsed();
+                if elapsed + wait > policy.max_elapsed {
+                    tracing::warn!(
+                        target: "okta_pendo_sync::retry",
+                        request = what,
+                        attempts = tries,
+                        elapsed_ms = elapsed.as_millis() as u64,
+                        "giving up: {reason}; waiting {:.1} s more would pass retry.max_elapsed",
+                        wait.as_secs_f64()
+                    );
+                    return Err(error);
+                }
                 tracing::warn!(
                     target: "okta_pendo_sync::retry",
                     request = what,
@@ -134,6 +150,32 @@ mod tests {
         .await;
         assert_eq!(r, Err(5));
         assert_eq!(n, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_when_the_time_budget_is_spent() {
+        let p = RetryPolicy {
+            max_attempts: 100,
+            max_elapsed: Duration::from_secs(20),
+            ..RetryPolicy::default()
+        };
+        let start = tokio::time::Instant::now();
+        let mut n = 0;
+        let r: Result<(), u32> = with_retry(&p, "t", || {
+            n += 1;
+            let k = n;
+            async move {
+                Attempt::Retry {
+                    error: k,
+                    wait: Some(Duration::from_secs(7)),
+                    reason: "429".into(),
+                }
+            }
+        })
+        .await;
+        // Waits at 0 s and 7 s; a third wait would end at 21 s > 20 s.
+        assert_eq!(r, Err(3));
+        assert_eq!(start.elapsed(), Duration::from_secs(14));
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,12 +71,25 @@ pub enum StateError {
     },
     #[error("the state database {path} holds a record it cannot read: {detail}")]
     BadRecord { path: PathBuf, detail: String },
+    #[error(
+        "another okta-pendo-sync process{holder} is using the state database {path}: only one \
+         may run per state file"
+    )]
+    Busy { path: PathBuf, holder: String },
+    #[error("cannot lock the state database {path} through {lock}: {source}")]
+    Lock {
+        path: PathBuf,
+        lock: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// An open state database.
 pub struct State {
     conn: Connection,
     path: PathBuf,
+    /// The lock file held while this process may write (none when opened read-only).
+    _lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for State {
@@ -97,6 +110,7 @@ impl State {
                 source,
             })?;
         }
+        let lock = lock(path)?;
         let existed = path.exists();
         let conn = Connection::open(path).map_err(|source| StateError::Open {
             path: path.to_owned(),
@@ -106,6 +120,7 @@ impl State {
         let mut state = State {
             conn,
             path: path.to_owned(),
+            _lock: Some(lock),
         };
         state.prepare(existed)?;
         Ok(state)
@@ -125,6 +140,7 @@ impl State {
         let state = State {
             conn,
             path: path.to_owned(),
+            _lock: None,
         };
         state
             .conn
@@ -369,6 +385,51 @@ impl RawRun {
     }
 }
 
+/// Takes the exclusive lock on `{path}.lock` (one writer per state file) and writes our PID
+/// into it, for the message another process shows when refused.
+fn lock(path: &Path) -> Result<std::fs::File, StateError> {
+    use std::io::{Read, Seek, Write};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let fail = |source| StateError::Lock {
+        path: path.to_owned(),
+        lock: lock_path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(fail)?;
+    restrict_file(&lock_path);
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let holder = if !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) {
+                format!(" (PID {pid})")
+            } else {
+                String::new()
+            };
+            return Err(StateError::Busy {
+                path: path.to_owned(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .map_err(fail)?;
+    Ok(file)
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -467,6 +528,25 @@ mod tests {
         assert!(matches!(err, StateError::Unreadable { .. }), "{err}");
         assert!(err.to_string().contains("state.db"));
         assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    }
+
+    #[test]
+    fn one_writer_per_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let first = State::open(&path).unwrap();
+        let err = State::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::Busy { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("PID {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(msg.contains("state.db"), "{msg}");
+        // Readers are not refused.
+        assert!(State::open_read_only(&path).unwrap().is_some());
+        drop(first);
+        State::open(&path).unwrap();
     }
 
     #[test]

@@ -13,9 +13,12 @@ use okta_pendo_testkit::{
 };
 use serde_json::{Value, json};
 
+/// Generated users, with a rate limit high enough that pacing adds nothing noticeable (the
+/// tests about pacing set their own).
 fn okta_opts(users: usize) -> OktaOptions {
     OktaOptions {
         users: UserSource::Generated(users),
+        rate_limit: 100_000,
         ..OktaOptions::default()
     }
 }

@@ -89,6 +89,7 @@ pub struct OktaClient {
     token: SecretString,
     retry: RetryPolicy,
     page_size: u32,
+    pacer: super::pacer::Pacer,
 }
 
 impl std::fmt::Debug for OktaClient {
@@ -108,6 +109,7 @@ impl OktaClient {
             token: settings.api_token.clone(),
             retry,
             page_size: settings.page_size,
+            pacer: super::pacer::Pacer::new(settings.rate_limit_share),
         }
     }
 
@@ -173,6 +175,14 @@ impl OktaClient {
             }
         };
         auth.set_sensitive(true);
+        let pause = self.pacer.delay();
+        if !pause.is_zero() {
+            tracing::debug!(
+                pause_ms = pause.as_millis() as u64,
+                "pacing to stay within the Okta rate-limit share"
+            );
+            tokio::time::sleep(pause).await;
+        }
         let sent = self
             .http
             .get(url.clone())
@@ -196,6 +206,7 @@ impl OktaClient {
         };
         let status = response.status();
         let headers = response.headers().clone();
+        self.pacer.observe(&headers);
         let body = match http::read_body(response, MAX_PAGE_BYTES).await {
             Ok(b) => b,
             Err(e @ http::BodyError::TooLarge { .. }) => {

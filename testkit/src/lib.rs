@@ -6,12 +6,16 @@
 //!   check, pages linked by lowercase `link` headers with an opaque `after` cursor (as separate
 //!   header lines or, like some proxies, one comma-joined line), `x-rate-limit-*` headers and a
 //!   `date`, gzip bodies when asked, Okta error bodies, `filter`/`search` on `status` and
-//!   `lastUpdated`, and injected faults (error statuses, 429 with a reset, a `next` link that
-//!   leaves the org).
+//!   `lastUpdated`, an optional enforced request budget per window, and injected faults (error
+//!   statuses, 429 with a reset, the concurrency-limit 429, a `next` link that leaves the org,
+//!   malformed or non-array JSON, a wrong-typed user, a huge streamed body, a body cut
+//!   mid-way, a request never answered).
 //! * [`FakePendo`] serves Pendo's visitor metadata API (`POST
 //!   /api/v1/metadata/visitor/{group}/value[?create=true]`, `GET
 //!   /api/v1/metadata/schema/visitor`) with integration-key and content-type checks, Pendo's
-//!   `{"total","updated","failed","missing","errors"}` accounting, and injected error statuses.
+//!   `{"total","updated","failed","missing","errors"}` accounting, injected faults (error
+//!   statuses, `Retry-After`, 409 "Operation in progress", malformed JSON, a request never
+//!   answered) and a 408 for batches over a size.
 //! * [`users`] makes deterministic, realistic Okta users, fast enough to serve a million.
 //!
 //! Both servers bind 127.0.0.1 (port 0 by default), record what they receive for assertions,
@@ -30,7 +34,10 @@
 pub mod okta;
 pub mod pendo;
 mod server;
+mod stream;
 pub mod users;
 
-pub use okta::{FakeOkta, LinkStyle, OktaFault, OktaOptions, RecordedRequest, UserSource};
+pub use okta::{
+    FakeOkta, HANG_DURATION, LinkStyle, OktaFault, OktaOptions, RecordedRequest, UserSource,
+};
 pub use pendo::{ExistingVisitors, FakePendo, PendoFault, PendoOptions, ReceivedBatch};

@@ -20,7 +20,11 @@ use axum::response::Response;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::users::{generated_last_updated_millis, parse_rfc3339_millis, write_generated_user};
+use crate::stream::{CutBody, HugeBody};
+use crate::users::{
+    generated_last_updated, generated_last_updated_millis, parse_rfc3339_millis,
+    write_generated_user,
+};
 
 /// Where the users served by a [`FakeOkta`] come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +78,26 @@ pub struct OktaOptions {
     pub page_delay: Duration,
     /// Faults to inject, by request number.
     pub faults: Vec<OktaFault>,
+    /// An enforced request budget per window of [`budget_window`](Self::budget_window); default
+    /// `None`: nothing is enforced and the `x-rate-limit-*` headers count down
+    /// [`rate_limit`](Self::rate_limit) per clock minute, as before. (The name says "per
+    /// minute"; the window is [`budget_window`](Self::budget_window), 60 s unless shortened.)
+    ///
+    /// With `Some(n)`, windows are fixed windows anchored at the first request, not aligned to
+    /// the clock: a window opens at the first request received while no window is open and
+    /// lasts `budget_window`; the next window opens at the first request after it ended (so a
+    /// test's burst of requests always falls in one window). Every request that passes the token
+    /// check uses one unit (requests answered 401 use none; faulted requests do); the headers
+    /// are `x-rate-limit-limit: n`, `x-rate-limit-remaining: n - used` and
+    /// `x-rate-limit-reset` = the end of the window in UTC epoch seconds, rounded up to a whole
+    /// second (so `reset - date` never undershoots the real wait). A request beyond the budget
+    /// answers 429 with errorCode E0000047, `x-rate-limit-remaining: 0` and the window's reset,
+    /// before any [`OktaFault`] of that request number is considered; it uses no budget and is
+    /// recorded with status 429 and counted by [`FakeOkta::rate_limited_count`].
+    pub budget_per_minute: Option<u32>,
+    /// Length of a budget window (see [`budget_per_minute`](Self::budget_per_minute)); default
+    /// 60 s. Tests shorten it (e.g. 2 s with a budget of 5). Values below 1 ms count as 1 ms.
+    pub budget_window: Duration,
 }
 
 impl Default for OktaOptions {
@@ -86,9 +110,15 @@ impl Default for OktaOptions {
             rate_limit: 600,
             page_delay: Duration::ZERO,
             faults: Vec::new(),
+            budget_per_minute: None,
+            budget_window: Duration::from_secs(60),
         }
     }
 }
+
+/// How long a `Hang` fault keeps a request waiting before answering anyway (unless the server
+/// is dropped first, which aborts it).
+pub const HANG_DURATION: Duration = Duration::from_secs(300);
 
 /// A fault injected into one request. `request` is 0-based and counts every request the
 /// server receives (whatever its path); faults apply only to requests that passed the token
@@ -119,6 +149,73 @@ pub enum OktaFault {
         request: usize,
         /// Base URL the next link points at.
         target: String,
+    },
+    /// The n-th request answers 200 with the normal page headers (links included) but a body
+    /// that is not valid JSON: the page's JSON cut at half its length (at least `[`), e.g.
+    /// `[{"id":"00u00000000000000000","status":"AC`. It is gzip-encoded when asked, so the
+    /// client decodes it fine and fails on the JSON. Applies only when the request would have
+    /// answered a page (200); otherwise the error is answered unchanged.
+    MalformedJson {
+        /// 0-based request number.
+        request: usize,
+    },
+    /// The n-th request answers 200 with an Okta error object instead of the array of users:
+    /// `{"errorCode":"E0000009","errorSummary":"Internal Server Error","errorLink":"E0000009",
+    /// "errorId":"oae...","errorCauses":[]}`, with the normal headers and only a
+    /// `rel="self"` link.
+    NotAnArray {
+        /// 0-based request number.
+        request: usize,
+    },
+    /// The n-th request answers 200 whose body is a valid JSON array of generated users (the
+    /// same shape as [`UserSource::Generated`], ids from `00u00000000000000000` on, whatever
+    /// the configured users), padded with spaces before the closing `]` to exactly `bytes`
+    /// bytes (at least 2: `[]`), with only a `rel="self"` link. The body is generated while it
+    /// is sent, 64 KiB at a time, never held in memory. Without gzip it carries
+    /// `content-length: bytes`; when the client asks for gzip it is gzip-encoded on the fly and
+    /// sent chunked (no content-length), so `bytes` is the *decoded* size (a gzip bomb of
+    /// sorts: a few KB on the wire per MB decoded). For a client's body-size cap.
+    HugeBody {
+        /// 0-based request number.
+        request: usize,
+        /// Length of the (decoded) body in bytes.
+        bytes: usize,
+    },
+    /// The n-th request is recorded (status 0) and then never answered: the handler waits
+    /// [`HANG_DURATION`] (300 s) and only then answers 504 with an Okta error body. Dropping
+    /// the server aborts the wait and closes the connection. For client timeouts.
+    Hang {
+        /// 0-based request number.
+        request: usize,
+    },
+    /// The n-th request answers 200 with the page's headers and a `content-length` of the
+    /// whole page, sends the first half of the page (never gzip-encoded, even when asked: no
+    /// `content-encoding`), waits briefly so those bytes reach the client, then aborts the
+    /// connection: the client sees an incomplete body. Recorded with status 200. Applies only
+    /// when the request would have answered a page (200).
+    CutMidBody {
+        /// 0-based request number.
+        request: usize,
+    },
+    /// The n-th request hits Okta's *concurrency* limit: 429 with errorCode E0000047,
+    /// `x-rate-limit-limit: 0`, `x-rate-limit-remaining: 0` and `x-rate-limit-reset` = now +
+    /// `reset_after_secs` (UTC epoch seconds, from the same instant as the `date`).
+    ConcurrencyLimited {
+        /// 0-based request number.
+        request: usize,
+        /// Seconds from the response's `date` to `x-rate-limit-reset`.
+        reset_after_secs: u64,
+    },
+    /// The n-th request serves its page normally except that the user at `index` within the
+    /// page (0-based; no effect when the page is shorter) keeps its `id` and `lastUpdated` but
+    /// has wrong-typed fields: `"status": 42`, `"created": true`, `"lastLogin": ["x"]`,
+    /// `"profile": "not an object"`, `"credentials": "none"`, `"_links": 7`. A user a client
+    /// must skip rather than crash on. Applies only when the request answers a page.
+    BadUser {
+        /// 0-based request number.
+        request: usize,
+        /// 0-based position of the bad user within the page.
+        index: usize,
     },
 }
 
@@ -182,6 +279,8 @@ impl FakeOkta {
             rate_limit: opts.rate_limit,
             page_delay: opts.page_delay,
             faults: opts.faults,
+            budget: opts.budget_per_minute,
+            budget_window: opts.budget_window.max(Duration::from_millis(1)),
             seed,
             state: Mutex::new(Inner::default()),
         });
@@ -208,6 +307,13 @@ impl FakeOkta {
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests.len()
     }
+
+    /// How many 429s were answered so far, whatever the cause: the enforced budget
+    /// ([`OktaOptions::budget_per_minute`]), [`OktaFault::RateLimited`],
+    /// [`OktaFault::ConcurrencyLimited`] or [`OktaFault::Status`] with 429.
+    pub fn rate_limited_count(&self) -> usize {
+        self.shared.lock().rate_limited
+    }
 }
 
 impl Drop for FakeOkta {
@@ -225,6 +331,8 @@ struct Shared {
     rate_limit: u32,
     page_delay: Duration,
     faults: Vec<OktaFault>,
+    budget: Option<u32>,
+    budget_window: Duration,
     seed: u64,
     state: Mutex<Inner>,
 }
@@ -268,6 +376,12 @@ struct Inner {
     requests: Vec<RecordedRequest>,
     window_minute: u64,
     window_used: u32,
+    /// Start of the open budget window, if any.
+    budget_start: Option<SystemTime>,
+    /// Budget used in the open window.
+    budget_used: u32,
+    /// 429s answered.
+    rate_limited: usize,
 }
 
 /// What a route answers, before encoding.
@@ -277,6 +391,18 @@ struct Reply {
     links: Vec<String>,
     /// Overrides of the rate-limit headers (remaining, reset), for the 429 fault.
     rate_override: Option<(u32, u64)>,
+    /// Override of `x-rate-limit-limit`, for the concurrency-limit fault.
+    limit_override: Option<u32>,
+    /// A body sent differently from `body`.
+    special: Option<Special>,
+}
+
+/// Bodies that are not sent as one buffer.
+enum Special {
+    /// `OktaFault::HugeBody`: generated while sent, this many bytes.
+    Huge(usize),
+    /// `OktaFault::CutMidBody`: `body` is announced whole, half of it is sent.
+    Cut,
 }
 
 impl Reply {
@@ -286,6 +412,8 @@ impl Reply {
             body,
             links,
             rate_override: None,
+            limit_override: None,
+            special: None,
         }
     }
 }
@@ -315,6 +443,8 @@ fn error_reply(shared: &Shared, n: usize, status: u16, code: &str, summary: &str
         body,
         links: Vec::new(),
         rate_override: None,
+        limit_override: None,
+        special: None,
     }
 }
 
@@ -382,7 +512,10 @@ async fn handle(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| uri.path().to_owned());
 
-    let (n, remaining, reset) = {
+    let authorized = authorization
+        .as_deref()
+        .is_some_and(|a| same_secret(a.as_bytes(), shared.expected_auth.as_bytes()));
+    let (n, limit, remaining, reset, over_budget) = {
         let mut st = shared.lock();
         let n = st.requests.len();
         st.requests.push(RecordedRequest {
@@ -400,34 +533,74 @@ async fn handle(
             st.window_used = 0;
         }
         st.window_used = st.window_used.saturating_add(1);
-        (
-            n,
-            shared.rate_limit.saturating_sub(st.window_used),
-            (minute + 1) * 60,
-        )
+        match shared.budget {
+            None => (
+                n,
+                shared.rate_limit,
+                shared.rate_limit.saturating_sub(st.window_used),
+                (minute + 1) * 60,
+                false,
+            ),
+            Some(budget) => {
+                let start = match st.budget_start {
+                    Some(start) if now < start + shared.budget_window => start,
+                    _ => {
+                        st.budget_start = Some(now);
+                        st.budget_used = 0;
+                        now
+                    }
+                };
+                let over = authorized && st.budget_used >= budget;
+                if authorized && !over {
+                    st.budget_used += 1;
+                }
+                (
+                    n,
+                    budget,
+                    budget.saturating_sub(st.budget_used),
+                    epoch_secs_ceil(start + shared.budget_window),
+                    over,
+                )
+            }
+        }
     };
 
-    let authorized = authorization
-        .as_deref()
-        .is_some_and(|a| same_secret(a.as_bytes(), shared.expected_auth.as_bytes()));
     let reply = if !authorized {
         generic_error(&shared, n, 401)
+    } else if over_budget {
+        let mut r = generic_error(&shared, n, 429);
+        r.rate_override = Some((0, reset));
+        r
     } else {
         route(&shared, n, &method, &uri, &path_and_query, now_secs).await
     };
 
-    let gzip = !reply.body.is_empty()
-        && accept_encoding
-            .as_deref()
-            .is_some_and(|a| a.to_ascii_lowercase().contains("gzip"));
-    let body = if gzip {
-        gzip_bytes(&reply.body)
-    } else {
-        reply.body
+    let wants_gzip = accept_encoding
+        .as_deref()
+        .is_some_and(|a| a.to_ascii_lowercase().contains("gzip"));
+    let mut content_length = None;
+    let (body, gzip) = match reply.special {
+        None => {
+            let gzip = !reply.body.is_empty() && wants_gzip;
+            let body = if gzip {
+                gzip_bytes(&reply.body)
+            } else {
+                reply.body
+            };
+            (Body::from(body), gzip)
+        }
+        Some(Special::Huge(bytes)) => (
+            Body::new(HugeBody::new(bytes, &shared.base_url, wants_gzip)),
+            wants_gzip,
+        ),
+        Some(Special::Cut) => {
+            content_length = Some(reply.body.len());
+            (Body::new(CutBody::new(reply.body)), false)
+        }
     };
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
 
-    let mut resp = Response::new(Body::from(body));
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -441,7 +614,8 @@ async fn handle(
         h.insert("x-okta-request-id", v);
     }
     let (remaining, reset) = reply.rate_override.unwrap_or((remaining, reset));
-    h.insert("x-rate-limit-limit", HeaderValue::from(shared.rate_limit));
+    let limit = reply.limit_override.unwrap_or(limit);
+    h.insert("x-rate-limit-limit", HeaderValue::from(limit));
     h.insert("x-rate-limit-remaining", HeaderValue::from(remaining));
     h.insert("x-rate-limit-reset", HeaderValue::from(reset));
     match shared.link_style {
@@ -464,6 +638,9 @@ async fn handle(
     if gzip {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    if let Some(len) = content_length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
 
     {
         let mut st = shared.lock();
@@ -471,8 +648,17 @@ async fn handle(
             r.status = status.as_u16();
             r.gzipped = gzip;
         }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            st.rate_limited += 1;
+        }
     }
     resp
+}
+
+/// `t` as UTC epoch seconds, rounded up.
+fn epoch_secs_ceil(t: SystemTime) -> u64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 fn gzip_bytes(body: &[u8]) -> Vec<u8> {
@@ -507,11 +693,72 @@ async fn route(
                 r.rate_override = Some((0, now_secs.saturating_add(*reset_after_secs)));
                 return r;
             }
+            OktaFault::ConcurrencyLimited {
+                request,
+                reset_after_secs,
+            } if *request == n => {
+                let mut r = generic_error(shared, n, 429);
+                r.rate_override = Some((0, now_secs.saturating_add(*reset_after_secs)));
+                r.limit_override = Some(0);
+                return r;
+            }
+            OktaFault::Hang { request } if *request == n => {
+                tokio::time::sleep(HANG_DURATION).await;
+                return generic_error(shared, n, 504);
+            }
+            OktaFault::NotAnArray { request } if *request == n => {
+                let mut r = generic_error(shared, n, 500);
+                r.status = 200;
+                r.links = vec![self_link(shared, path_and_query)];
+                return r;
+            }
+            OktaFault::HugeBody { request, bytes } if *request == n => {
+                let mut r = Reply::ok(Vec::new(), vec![self_link(shared, path_and_query)]);
+                r.special = Some(Special::Huge(*bytes));
+                return r;
+            }
             _ => {}
         }
     }
+    let mut reply = serve_page(shared, n, method, uri, path_and_query).await;
+    if reply.status != 200 {
+        return reply;
+    }
+    for fault in &shared.faults {
+        match fault {
+            OktaFault::MalformedJson { request } if *request == n => {
+                let keep = (reply.body.len() / 2).max(1).min(reply.body.len());
+                reply.body.truncate(keep);
+                return reply;
+            }
+            OktaFault::CutMidBody { request } if *request == n => {
+                reply.special = Some(Special::Cut);
+                return reply;
+            }
+            _ => {}
+        }
+    }
+    reply
+}
+
+fn self_link(shared: &Shared, path_and_query: &str) -> String {
+    format!("<{}{}>; rel=\"self\"", shared.base_url, path_and_query)
+}
+
+/// The page (or error) a user-list request answers, `BadUser` and `ForeignNextLink` applied.
+async fn serve_page(
+    shared: &Shared,
+    n: usize,
+    method: &Method,
+    uri: &Uri,
+    path_and_query: &str,
+) -> Reply {
     let foreign = shared.faults.iter().find_map(|f| match f {
         OktaFault::ForeignNextLink { request, target } if *request == n => Some(target.as_str()),
+        _ => None,
+    });
+    let bad_user = shared.faults.iter().find_map(|f| match f {
+        OktaFault::BadUser { request, index } if *request == n => Some(*index),
         _ => None,
     });
 
@@ -550,7 +797,15 @@ async fn route(
     if !shared.page_delay.is_zero() {
         tokio::time::sleep(shared.page_delay).await;
     }
-    list_page(shared, path, path_and_query, members, &query, foreign)
+    list_page(
+        shared,
+        path,
+        path_and_query,
+        members,
+        &query,
+        foreign,
+        bad_user,
+    )
 }
 
 fn list_page(
@@ -560,6 +815,7 @@ fn list_page(
     members: Option<&[usize]>,
     q: &ListQuery,
     foreign: Option<&str>,
+    bad_user: Option<usize>,
 ) -> Reply {
     let total = shared.users.len();
     let seq_len = members.map_or(total, <[usize]>::len);
@@ -587,6 +843,10 @@ fn list_page(
         if k > 0 {
             body.push(b',');
         }
+        if bad_user == Some(k) {
+            write_bad_user(&mut body, &shared.users, u);
+            continue;
+        }
         match &shared.users {
             UserSource::Generated(_) => write_generated_user(&mut body, u, &shared.base_url),
             UserSource::Explicit(v) => {
@@ -598,10 +858,7 @@ fn list_page(
     }
     body.push(b']');
 
-    let mut links = vec![format!(
-        "<{}{}>; rel=\"self\"",
-        shared.base_url, path_and_query
-    )];
+    let mut links = vec![self_link(shared, path_and_query)];
     let next_base = match foreign {
         Some(target) => Some(target.trim_end_matches('/')),
         None if more => Some(shared.base_url.as_str()),
@@ -624,6 +881,39 @@ fn list_page(
         links.push(link);
     }
     Reply::ok(body, links)
+}
+
+/// Writes the wrong-typed stand-in for user `u` of `OktaFault::BadUser`: its real `id` and
+/// `lastUpdated` (when they are strings), everything else of the wrong type.
+fn write_bad_user(out: &mut Vec<u8>, users: &UserSource, u: usize) {
+    let (id, last_updated) = match users {
+        UserSource::Generated(_) => (Some(format!("00u{u:017}")), Some(generated_last_updated(u))),
+        UserSource::Explicit(v) => {
+            let field = |k: &str| {
+                v.get(u)
+                    .and_then(|x| x.get(k))
+                    .and_then(|x| x.as_str())
+                    .map(str::to_owned)
+            };
+            (field("id"), field("lastUpdated"))
+        }
+    };
+    let mut user = serde_json::Map::new();
+    if let Some(id) = id {
+        user.insert("id".into(), id.into());
+    }
+    user.insert("status".into(), 42.into());
+    user.insert("created".into(), true.into());
+    user.insert("lastLogin".into(), serde_json::json!(["x"]));
+    if let Some(t) = last_updated {
+        user.insert("lastUpdated".into(), t.into());
+    }
+    user.insert("profile".into(), "not an object".into());
+    user.insert("credentials".into(), "none".into());
+    user.insert("_links".into(), 7.into());
+    if serde_json::to_writer(&mut *out, &user).is_err() {
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// The cursor is opaque to clients; here it encodes the position of the next user.

@@ -55,6 +55,12 @@ pub struct PendoOptions {
     pub faults: Vec<PendoFault>,
     /// Body of `GET /api/v1/metadata/schema/visitor`; see [`default_schema`].
     pub schema: Value,
+    /// Largest batch that "finishes in time"; default `None` (no limit). A POST whose body holds
+    /// more records than this answers 408 Request Timeout (`{"error":"Request Timeout"}`), as
+    /// Pendo does for calls that run past its 5-minute limit, and nothing of it is stored: a
+    /// client must split the batch until the parts pass. Checked once the key, content type
+    /// and body are accepted, after the [`PendoFault`]s (a fault on that POST number wins).
+    pub max_batch_len: Option<usize>,
 }
 
 impl Default for PendoOptions {
@@ -66,6 +72,7 @@ impl Default for PendoOptions {
             batch_delay: Duration::ZERO,
             faults: Vec::new(),
             schema: default_schema(),
+            max_batch_len: None,
         }
     }
 }
@@ -119,6 +126,51 @@ pub enum PendoFault {
         /// HTTP status to answer (an invalid code becomes 500).
         status: u16,
     },
+    /// The n-th POST answers `status` (429 or 503, typically) with a `Retry-After: {secs}`
+    /// header and a short JSON body; nothing of the batch is stored.
+    RetryAfter {
+        /// 0-based POST number.
+        request: usize,
+        /// HTTP status to answer (an invalid code becomes 500).
+        status: u16,
+        /// Value of the `Retry-After` header, in seconds.
+        secs: u64,
+    },
+    /// The n-th POST answers 409 Conflict with `{"error":"Operation in progress"}`, Pendo's
+    /// answer to concurrent writes; nothing of the batch is stored.
+    Conflict {
+        /// 0-based POST number.
+        request: usize,
+    },
+    /// The n-th POST is recorded in [`FakePendo::batches`] as soon as it arrives (status 0,
+    /// records and len filled) and is then not answered: the handler waits
+    /// [`crate::HANG_DURATION`] (300 s) and only then answers 408 (updating the recorded
+    /// status); nothing of the batch is stored. Dropping the server aborts the wait and closes
+    /// the connection. For client timeouts.
+    Hang {
+        /// 0-based POST number.
+        request: usize,
+    },
+    /// The n-th POST is applied like a normal one (visitors stored, counted in
+    /// [`FakePendo::records_received`], recorded with status 200) but its 200 answer's body is
+    /// not valid JSON: the real outcome object cut at half its length (e.g.
+    /// `{"total":3,"updat`), still with `content-type: application/json`.
+    MalformedJson {
+        /// 0-based POST number.
+        request: usize,
+    },
+}
+
+impl PendoFault {
+    fn request(&self) -> usize {
+        match self {
+            PendoFault::Status { request, .. }
+            | PendoFault::RetryAfter { request, .. }
+            | PendoFault::Conflict { request }
+            | PendoFault::Hang { request }
+            | PendoFault::MalformedJson { request } => *request,
+        }
+    }
 }
 
 /// One POST received by a [`FakePendo`].
@@ -335,7 +387,21 @@ async fn handle(
         len: 0,
         status: 0,
     };
-    let (status, response) = answer(&shared, n, group, &headers, &body, create, &mut batch);
+    let (status, response) = match answer(&shared, n, group, &headers, &body, create, &mut batch) {
+        Answer::Now(status, response) => (status, response),
+        Answer::Hang => {
+            let index = {
+                let mut st = shared.lock();
+                st.batches.push(batch);
+                st.batches.len() - 1
+            };
+            tokio::time::sleep(crate::HANG_DURATION).await;
+            if let Some(b) = shared.lock().batches.get_mut(index) {
+                b.status = 408;
+            }
+            return error(408, "Request Timeout");
+        }
+    };
     batch.status = status;
     if !shared.opts.batch_delay.is_zero() {
         tokio::time::sleep(shared.opts.batch_delay).await;
@@ -350,6 +416,27 @@ async fn handle(
     response
 }
 
+/// What to answer a POST.
+enum Answer {
+    /// This status and response, at once.
+    Now(u16, Response),
+    /// Nothing (`PendoFault::Hang`).
+    Hang,
+}
+
+/// A `(status, error body)` answer.
+fn now(status: u16, message: &str) -> Answer {
+    Answer::Now(status, error(status, message))
+}
+
+/// Canonical reason of `status`, or "error".
+fn reason(status: u16) -> &'static str {
+    StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error")
+}
+
 /// Decides the answer to POST number `n` and applies an accepted batch.
 fn answer(
     shared: &Shared,
@@ -359,12 +446,12 @@ fn answer(
     body: &[u8],
     create: bool,
     batch: &mut ReceivedBatch,
-) -> (u16, Response) {
+) -> Answer {
     if group != "custom" && group != "agent" {
-        return (404, error(404, "unknown metadata group"));
+        return now(404, "unknown metadata group");
     }
     if !key_ok(shared, headers) {
-        return (401, error(401, "invalid integration key"));
+        return now(401, "invalid integration key");
     }
     let json_type = headers
         .get(header::CONTENT_TYPE)
@@ -372,14 +459,14 @@ fn answer(
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json_type {
-        return (415, error(415, "content-type must be application/json"));
+        return now(415, "content-type must be application/json");
     }
     let records: Vec<Record> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
             let msg =
                 format!("body must be a JSON array of {{\"visitorId\", \"values\"}} objects: {e}");
-            return (400, error(400, &msg));
+            return now(400, &msg);
         }
     };
     if let Some(bad) = records.iter().find(|r| {
@@ -391,7 +478,7 @@ fn answer(
             "values of visitor {} must be strings, numbers, booleans or null",
             bad.visitor_id
         );
-        return (400, error(400, &msg));
+        return now(400, &msg);
     }
     batch.len = records.len();
     if shared.opts.record_values {
@@ -400,16 +487,29 @@ fn answer(
             .map(|r| (r.visitor_id.clone(), r.values.clone()))
             .collect();
     }
-    if let Some(status) = shared.opts.faults.iter().find_map(|f| match f {
-        PendoFault::Status { request, status } if *request == n => Some(*status),
-        PendoFault::Status { .. } => None,
-    }) {
-        let status = StatusCode::from_u16(status).map_or(500, |s| s.as_u16());
-        let reason = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("error");
-        return (status, error(status, reason));
+    let fault = shared.opts.faults.iter().find(|f| f.request() == n);
+    match fault {
+        Some(PendoFault::Status { status, .. }) => {
+            let status = StatusCode::from_u16(*status).map_or(500, |s| s.as_u16());
+            return now(status, reason(status));
+        }
+        Some(PendoFault::RetryAfter { status, secs, .. }) => {
+            let status = StatusCode::from_u16(*status).map_or(500, |s| s.as_u16());
+            let mut resp = error(status, reason(status));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            return Answer::Now(status, resp);
+        }
+        Some(PendoFault::Conflict { .. }) => return now(409, "Operation in progress"),
+        Some(PendoFault::Hang { .. }) => return Answer::Hang,
+        Some(PendoFault::MalformedJson { .. }) | None => {}
+    }
+    if shared
+        .opts
+        .max_batch_len
+        .is_some_and(|max| records.len() > max)
+    {
+        return now(408, "Request Timeout");
     }
 
     let total = records.len();
@@ -443,5 +543,15 @@ fn answer(
         missing,
         errors: [],
     };
-    (200, reply(200, body))
+    if matches!(fault, Some(PendoFault::MalformedJson { .. })) {
+        let mut text = serde_json::to_vec(&body).unwrap_or_default();
+        text.truncate(text.len() / 2);
+        let mut resp = Response::new(Body::from(text));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Answer::Now(200, resp);
+    }
+    Answer::Now(200, reply(200, body))
 }

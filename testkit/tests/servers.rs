@@ -628,3 +628,533 @@ async fn pendo_schema_and_key() {
     assert!(pendo.visitor("a").is_none());
     assert_eq!(pendo.records_received(), 1);
 }
+
+/// Reads a response body chunk by chunk: the bytes received, and whether it ended in an error.
+async fn read_chunks(mut resp: reqwest::Response) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    // Bounded: a page is a few KB, and the fault closes the connection.
+    for _ in 0..10_000 {
+        match resp.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => return (got, false),
+            Err(_) => return (got, true),
+        }
+    }
+    panic!("body never ended");
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> u64 {
+    h[name].to_str().unwrap().parse().unwrap()
+}
+
+fn date_secs(h: &HeaderMap) -> u64 {
+    httpdate::parse_http_date(h["date"].to_str().unwrap())
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn okta_body_faults() {
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(10),
+        faults: vec![
+            OktaFault::MalformedJson { request: 0 },
+            OktaFault::NotAnArray { request: 1 },
+            OktaFault::BadUser {
+                request: 2,
+                index: 1,
+            },
+            OktaFault::CutMidBody { request: 3 },
+            OktaFault::CutMidBody { request: 4 },
+            // Not a page: no effect.
+            OktaFault::MalformedJson { request: 6 },
+        ],
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let url = format!("{}/api/v1/users?limit=5", server.base_url());
+    let get = || http.get(&url).header("Authorization", AUTH).send();
+
+    // 0: 200, normal headers, gzip-decodable, not JSON.
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert!(next_link(&h).is_some());
+    assert_eq!(h["x-rate-limit-limit"], "600");
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.starts_with("[{\"id\":\"00u00000000000000000\""),
+        "{text}"
+    );
+    assert!(serde_json::from_str::<Value>(&text).is_err());
+    assert!(server.requests()[0].gzipped);
+
+    // 1: an object instead of the array.
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(next_link(resp.headers()).is_none());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errorCode"], "E0000009");
+    assert!(body.is_object());
+
+    // 2: one wrong-typed user among good ones.
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(next_link(resp.headers()).is_some());
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page.len(), 5);
+    let bad = &page[1];
+    assert_eq!(bad["id"], "00u00000000000000001");
+    assert_eq!(bad["lastUpdated"], generated_last_updated(1));
+    assert_eq!(bad["status"], 42);
+    assert_eq!(bad["profile"], "not an object");
+    assert_eq!(bad["lastLogin"], json!(["x"]));
+    for (k, u) in page.iter().enumerate().filter(|(k, _)| *k != 1) {
+        assert_eq!(u["status"], "ACTIVE");
+        assert_eq!(u["id"], format!("00u{k:017}"));
+        assert!(u["profile"].is_object());
+    }
+
+    // 3 (gzip asked) and 4 (not asked): headers announce the whole page, half arrives, then
+    // the connection is cut.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    for accept in ["gzip", "identity"] {
+        let resp = raw
+            .get(&url)
+            .header("Authorization", AUTH)
+            .header("Accept-Encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(!resp.headers().contains_key("content-encoding"));
+        let announced = header_u64(resp.headers(), "content-length") as usize;
+        let (got, failed) = read_chunks(resp).await;
+        assert!(failed, "the body must end in an error");
+        assert!(!got.is_empty() && got.len() < announced, "{}", got.len());
+        assert!(got.starts_with(b"[{\"id\":\"00u00000000000000000\""));
+    }
+
+    // 5: normal again; 6: a 404 stays a 404.
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Vec<Value>>().await.unwrap().len(), 5);
+    let resp = http
+        .get(format!("{}/api/v1/nope", server.base_url()))
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.json::<Value>().await.is_ok());
+
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 200, 404]);
+    assert_eq!(server.rate_limited_count(), 0);
+}
+
+#[tokio::test]
+async fn okta_huge_body_is_streamed() {
+    const SIZE: usize = 3_000_000;
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(3),
+        faults: vec![
+            OktaFault::HugeBody {
+                request: 0,
+                bytes: SIZE,
+            },
+            OktaFault::HugeBody {
+                request: 1,
+                bytes: SIZE,
+            },
+            OktaFault::HugeBody {
+                request: 2,
+                bytes: 1 << 40,
+            },
+            OktaFault::HugeBody {
+                request: 3,
+                bytes: 1,
+            },
+        ],
+        ..Default::default()
+    })
+    .await;
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let url = format!("{}/api/v1/users", server.base_url());
+
+    // Plain: exact content-length, a valid array of users.
+    let resp = raw
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header_u64(resp.headers(), "content-length"), SIZE as u64);
+    assert!(next_link(resp.headers()).is_none());
+    let bytes = resp.bytes().await.unwrap();
+    assert_eq!(bytes.len(), SIZE);
+    let page: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+    assert!(page.len() > 2000, "{}", page.len());
+    assert_eq!(page[0]["id"], "00u00000000000000000");
+
+    // Gzip: chunked, small on the wire, SIZE once decoded.
+    let resp = raw
+        .get(&url)
+        .header("Authorization", AUTH)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    assert!(!resp.headers().contains_key("content-length"));
+    let wire = resp.bytes().await.unwrap();
+    assert!(wire.len() < SIZE / 4, "{}", wire.len());
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&wire[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded.len(), SIZE);
+    assert!(serde_json::from_slice::<Vec<Value>>(&decoded).is_ok());
+
+    // A terabyte: a capped client reads a little and gives up.
+    let mut resp = raw
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header_u64(resp.headers(), "content-length"), 1 << 40);
+    let mut read = 0;
+    while read < 1_000_000 {
+        read += resp.chunk().await.unwrap().unwrap().len();
+    }
+    drop(resp);
+
+    // Below the minimum: "[]".
+    let resp = raw
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "[]");
+    let gz: Vec<bool> = server.requests().iter().map(|r| r.gzipped).collect();
+    assert_eq!(gz, vec![false, true, false, false]);
+}
+
+#[tokio::test]
+async fn okta_concurrency_limit() {
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(3),
+        faults: vec![OktaFault::ConcurrencyLimited {
+            request: 0,
+            reset_after_secs: 3,
+        }],
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let url = format!("{}/api/v1/users", server.base_url());
+    let resp = http
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let h = resp.headers().clone();
+    assert_eq!(h["x-rate-limit-limit"], "0");
+    assert_eq!(h["x-rate-limit-remaining"], "0");
+    assert_eq!(header_u64(&h, "x-rate-limit-reset") - date_secs(&h), 3);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errorCode"], "E0000047");
+    assert_eq!(
+        body["errorSummary"],
+        "API call exceeded rate limit due to too many requests."
+    );
+    let resp = http
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-rate-limit-limit"], "600");
+    assert_eq!(server.rate_limited_count(), 1);
+}
+
+#[tokio::test]
+async fn okta_enforced_budget() {
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(3),
+        budget_per_minute: Some(5),
+        budget_window: std::time::Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let url = format!("{}/api/v1/users", server.base_url());
+    let get = |auth: &'static str| http.get(&url).header("Authorization", auth).send();
+
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let resp = get(AUTH).await.unwrap();
+        let h = resp.headers().clone();
+        assert_eq!(h["x-rate-limit-limit"], "5");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        if status == 429 {
+            assert_eq!(body["errorCode"], "E0000047");
+        } else {
+            assert!(body.is_array());
+        }
+        seen.push((
+            status,
+            header_u64(&h, "x-rate-limit-remaining"),
+            header_u64(&h, "x-rate-limit-reset"),
+            date_secs(&h),
+        ));
+    }
+    let statuses: Vec<u16> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429]);
+    let remaining: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(remaining, vec![4, 3, 2, 1, 0, 0, 0]);
+    let reset = seen[0].2;
+    assert!(seen.iter().all(|s| s.2 == reset), "{seen:?}");
+    assert!((1..=3).contains(&(reset - seen[6].3)), "{seen:?}");
+    assert_eq!(server.rate_limited_count(), 2);
+    let recorded: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(recorded, statuses);
+
+    // A wrong token is answered 401 and uses no budget.
+    let resp = get("SSWS wrong").await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["x-rate-limit-remaining"], "0");
+
+    // Wait for the reset, as a client would (bounded: at most about 3 s).
+    let reset_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(reset);
+    if let Ok(wait) = reset_at.duration_since(std::time::SystemTime::now()) {
+        assert!(wait <= std::time::Duration::from_secs(3));
+        tokio::time::sleep(wait).await;
+    }
+    let resp = get(AUTH).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-rate-limit-remaining"], "4");
+    assert!(header_u64(resp.headers(), "x-rate-limit-reset") >= reset + 2);
+    assert_eq!(server.rate_limited_count(), 2);
+}
+
+#[tokio::test]
+async fn okta_hang_until_timeout_or_drop() {
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(3),
+        faults: vec![
+            OktaFault::Hang { request: 0 },
+            OktaFault::Hang { request: 2 },
+        ],
+        ..Default::default()
+    })
+    .await;
+    let url = format!("{}/api/v1/users", server.base_url());
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = impatient
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(server.requests()[0].status, 0);
+
+    // Others are still served meanwhile.
+    let http = client();
+    let resp = http
+        .get(&url)
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // A patient client waits until the server is dropped, then sees the connection close.
+    let pending = tokio::spawn({
+        let http = http.clone();
+        let url = url.clone();
+        async move { http.get(&url).header("Authorization", AUTH).send().await }
+    });
+    for _ in 0..200 {
+        if server.request_count() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.request_count(), 3);
+    let started = std::time::Instant::now();
+    drop(server);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), pending)
+        .await
+        .expect("the hanging request ends once the server is dropped")
+        .unwrap();
+    assert!(outcome.is_err());
+}
+
+#[tokio::test]
+async fn pendo_new_faults_and_batch_size_limit() {
+    let pendo = FakePendo::start(PendoOptions {
+        faults: vec![
+            PendoFault::RetryAfter {
+                request: 0,
+                status: 429,
+                secs: 7,
+            },
+            PendoFault::RetryAfter {
+                request: 1,
+                status: 503,
+                secs: 2,
+            },
+            PendoFault::Conflict { request: 2 },
+            PendoFault::MalformedJson { request: 3 },
+            // A fault wins over the size limit.
+            PendoFault::Conflict { request: 6 },
+        ],
+        max_batch_len: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let url = format!("{}/api/v1/metadata/visitor/custom/value", pendo.base_url());
+    let two = json!([
+        {"visitorId": "a", "values": {"title": "A"}},
+        {"visitorId": "b", "values": {"title": "B"}},
+    ]);
+    let three = json!([
+        {"visitorId": "a", "values": {"title": "A3"}},
+        {"visitorId": "b", "values": {"title": "B3"}},
+        {"visitorId": "c", "values": {"title": "C3"}},
+    ]);
+    let send = |body: &Value| {
+        http.post(&url)
+            .header("x-pendo-integration-key", "pendo-test-key")
+            .json(body)
+            .send()
+    };
+
+    let resp = send(&two).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let resp = send(&two).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let resp = send(&two).await.unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, json!({"error": "Operation in progress"}));
+    assert!(pendo.visitor("a").is_none());
+
+    // 3: applied, but the answer is not JSON.
+    let resp = send(&two).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.starts_with("{\"total\":2"), "{text}");
+    assert!(serde_json::from_str::<Value>(&text).is_err());
+    assert_eq!(pendo.visitor("a").unwrap()["title"], "A");
+
+    // 4: too big: 408, nothing stored; 5: a smaller one passes; 6: the fault wins.
+    let resp = send(&three).await.unwrap();
+    assert_eq!(resp.status(), 408);
+    assert_eq!(pendo.visitor("a").unwrap()["title"], "A");
+    assert!(pendo.visitor("c").is_none());
+    let resp = send(&json!([{"visitorId": "c", "values": {"title": "C"}}]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["updated"], 1);
+    let resp = send(&three).await.unwrap();
+    assert_eq!(resp.status(), 409);
+
+    let batches = pendo.batches();
+    let statuses: Vec<u16> = batches.iter().map(|b| b.status).collect();
+    assert_eq!(statuses, vec![429, 503, 409, 200, 408, 200, 409]);
+    let lens: Vec<usize> = batches.iter().map(|b| b.len).collect();
+    assert_eq!(lens, vec![2, 2, 2, 2, 3, 1, 3]);
+    assert_eq!(pendo.records_received(), 3);
+    assert_eq!(pendo.post_count(), 7);
+}
+
+#[tokio::test]
+async fn pendo_hang_until_timeout_or_drop() {
+    let pendo = FakePendo::start(PendoOptions {
+        faults: vec![
+            PendoFault::Hang { request: 0 },
+            PendoFault::Hang { request: 2 },
+        ],
+        ..Default::default()
+    })
+    .await;
+    let url = format!("{}/api/v1/metadata/visitor/custom/value", pendo.base_url());
+    let batch = json!([{"visitorId": "a", "values": {"title": "A"}}]);
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = impatient
+        .post(&url)
+        .header("x-pendo-integration-key", "pendo-test-key")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let recorded = pendo.batches();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!((recorded[0].status, recorded[0].len), (0, 1));
+    assert!(pendo.visitor("a").is_none());
+
+    let http = client();
+    let (status, _) = post(
+        &http,
+        &pendo,
+        "/api/v1/metadata/visitor/custom/value",
+        "pendo-test-key",
+        &batch,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let pending = tokio::spawn({
+        let http = http.clone();
+        let url = url.clone();
+        let batch = batch.clone();
+        async move {
+            http.post(&url)
+                .header("x-pendo-integration-key", "pendo-test-key")
+                .json(&batch)
+                .send()
+                .await
+        }
+    });
+    for _ in 0..200 {
+        if pendo.batches().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let statuses: Vec<u16> = pendo.batches().iter().map(|b| b.status).collect();
+    assert_eq!(statuses, vec![0, 200, 0]);
+    let started = std::time::Instant::now();
+    drop(pendo);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), pending)
+        .await
+        .expect("the hanging request ends once the server is dropped")
+        .unwrap();
+    assert!(outcome.is_err());
+}

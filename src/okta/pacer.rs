@@ -1,0 +1,158 @@
+//! Pacing toward Okta's rate limit: spread requests over what is left of the current window so
+//! that this sync uses at most its share of the org's budget and a well-behaved server never
+//! has to answer 429.
+//!
+//! Every Okta response carries `X-Rate-Limit-Limit` (the window's budget, shared by every client
+//! of the org), `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (UTC epoch seconds), plus a
+//! `Date`. With share `s`, `ceil(limit × (1 − s))` requests are left to other clients; the rest
+//! of what remains is spread evenly until the reset, and when nothing usable is left the next
+//! request waits for the reset.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{DATE, HeaderMap};
+use tokio::time::Instant;
+
+/// What the last response said about the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u64,
+    pub remaining: u64,
+    /// End of the window, UTC epoch seconds.
+    pub reset: u64,
+    /// The server's clock when it answered (its `Date`), UTC epoch seconds.
+    pub server_now: u64,
+}
+
+impl Budget {
+    /// Reads the rate-limit headers; `None` when any is missing or unreadable.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Budget> {
+        let num =
+            |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+        let server_now = headers
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .unwrap_or_else(SystemTime::now)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Some(Budget {
+            limit: num("x-rate-limit-limit")?,
+            remaining: num("x-rate-limit-remaining")?,
+            reset: num("x-rate-limit-reset")?,
+            server_now,
+        })
+    }
+
+    /// The pause before the next request, `since` after this budget was observed.
+    pub fn delay(&self, share: f64, since: Duration) -> Duration {
+        if self.limit == 0 {
+            // The concurrency kind of limit (limit and remaining 0) only comes with a 429,
+            // which waits for the reset itself.
+            return Duration::ZERO;
+        }
+        let window = Duration::from_secs(self.reset.saturating_sub(self.server_now));
+        let Some(left) = window.checked_sub(since).filter(|d| !d.is_zero()) else {
+            // The window has passed: the next response describes the new one.
+            return Duration::ZERO;
+        };
+        let reserve = (self.limit as f64 * (1.0 - share)).ceil() as u64;
+        let usable = self.remaining.saturating_sub(reserve);
+        if usable == 0 {
+            // Our share is spent: wait for the reset (plus a second for the header's rounding).
+            left + Duration::from_secs(1)
+        } else {
+            left / u32::try_from(usable).unwrap_or(u32::MAX)
+        }
+    }
+}
+
+/// Paces one client's requests from the budget its responses report.
+#[derive(Debug)]
+pub struct Pacer {
+    share: f64,
+    last: Mutex<Option<(Budget, Instant)>>,
+}
+
+impl Pacer {
+    /// `share`: the fraction of the org's budget this sync may use, in (0, 1].
+    pub fn new(share: f64) -> Self {
+        Pacer {
+            share: share.clamp(f64::MIN_POSITIVE, 1.0),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Notes the budget a response reported.
+    pub fn observe(&self, headers: &HeaderMap) {
+        if let Some(budget) = Budget::from_headers(headers) {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((budget, Instant::now()));
+        }
+    }
+
+    /// How long to wait before the next request.
+    pub fn delay(&self) -> Duration {
+        match *self.last.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((budget, at)) => budget.delay(self.share, at.elapsed()),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(limit: u64, remaining: u64, window: u64) -> Budget {
+        Budget {
+            limit,
+            remaining,
+            reset: 1_000 + window,
+            server_now: 1_000,
+        }
+    }
+
+    #[test]
+    fn spreads_the_usable_share_over_the_window() {
+        // 600 a minute, half ours: 300 kept for others; 599 - 300 = 299 usable in 60 s.
+        let d = budget(600, 599, 60).delay(0.5, Duration::ZERO);
+        assert_eq!(d, Duration::from_secs(60) / 299);
+        // Later in the window, with fewer left, the spacing follows.
+        let d = budget(600, 400, 60).delay(0.5, Duration::from_secs(30));
+        assert_eq!(d, Duration::from_secs(30) / 100);
+    }
+
+    #[test]
+    fn waits_for_the_reset_when_the_share_is_spent() {
+        let d = budget(600, 300, 60).delay(0.5, Duration::from_secs(20));
+        assert_eq!(d, Duration::from_secs(41));
+        let d = budget(600, 0, 10).delay(1.0, Duration::ZERO);
+        assert_eq!(d, Duration::from_secs(11));
+    }
+
+    #[test]
+    fn no_pause_once_the_window_is_over_or_without_headers() {
+        assert_eq!(
+            budget(600, 0, 10).delay(0.5, Duration::from_secs(10)),
+            Duration::ZERO
+        );
+        assert_eq!(budget(0, 0, 10).delay(0.5, Duration::ZERO), Duration::ZERO);
+        assert_eq!(Budget::from_headers(&HeaderMap::new()), None);
+        assert_eq!(Pacer::new(0.5).delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn reads_the_recorded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("date", "Thu, 27 Aug 2020 18:19:48 GMT".parse().unwrap());
+        h.insert("x-rate-limit-limit", "600".parse().unwrap());
+        h.insert("x-rate-limit-remaining", "574".parse().unwrap());
+        h.insert("x-rate-limit-reset", "1598552424".parse().unwrap());
+        let b = Budget::from_headers(&h).unwrap();
+        assert_eq!(b.limit, 600);
+        assert_eq!(b.remaining, 574);
+        assert_eq!(b.reset - b.server_now, 36);
+    }
+}

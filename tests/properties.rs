@@ -1,0 +1,172 @@
+//! Property tests for the parsers that meet outside input: the `Link` header, attribute paths,
+//! the mapping of arbitrary JSON users, and the rate-limit headers. None may panic, whatever
+//! arrives; each must give the answer its definition says.
+
+use std::time::Duration;
+
+use okta_pendo_sync::mapping::{
+    AttributePath, FieldMapping, Mapping, OnNull, Unsendable, ValueType,
+};
+use okta_pendo_sync::okta::client::rate_limit_wait;
+use okta_pendo_sync::okta::link::next_link;
+use okta_pendo_sync::okta::pacer::Budget;
+use proptest::prelude::*;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value};
+
+fn json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![
+            Just("2024-03-01T12:00:00.000Z"),
+            Just("2021-06-01"),
+            Just("1042"),
+            Just("true"),
+            Just(""),
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// A URL-ish target without the characters that delimit a link.
+fn target() -> impl Strategy<Value = String> {
+    "https://[a-z]{1,8}\\.example/[a-z0-9/?=&,;.%-]{0,30}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn link_parser_never_panics(values in prop::collection::vec(".{0,80}", 0..4)) {
+        let _ = next_link(values.iter().map(String::as_str));
+    }
+
+    #[test]
+    fn link_parser_finds_the_first_next_in_both_forms(
+        links in prop::collection::vec((target(), prop_oneof![Just("self"), Just("next"), Just("prev")], any::<bool>()), 1..5),
+    ) {
+        let rendered: Vec<String> = links
+            .iter()
+            .map(|(t, rel, quoted)| if *quoted { format!("<{t}>; rel=\"{rel}\"") } else { format!("<{t}>; rel={rel}") })
+            .collect();
+        let expected = links.iter().find(|(_, rel, _)| *rel == "next").map(|(t, _, _)| t.as_str());
+        // One header line per link, as Okta sends them.
+        prop_assert_eq!(next_link(rendered.iter().map(String::as_str)), expected);
+        // One comma-joined line, as some proxies send them.
+        let joined = rendered.join(", ");
+        prop_assert_eq!(next_link([joined.as_str()]), expected);
+    }
+
+    #[test]
+    fn attribute_paths_parse_or_explain(raw in ".{0,40}") {
+        match AttributePath::parse(&raw) {
+            Ok(p) => {
+                prop_assert_eq!(p.as_str(), raw.as_str());
+                prop_assert!(!raw.is_empty() && !raw.split('.').any(str::is_empty));
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn attribute_paths_find_what_is_there(
+        segments in prop::collection::vec("[a-zA-Z_][a-zA-Z0-9_]{0,8}", 1..5),
+        leaf in json(),
+    ) {
+        let path = AttributePath::parse(&segments.join(".")).unwrap();
+        let mut user = leaf.clone();
+        for seg in segments.iter().rev() {
+            let mut m = Map::new();
+            m.insert(seg.clone(), user);
+            user = Value::Object(m);
+        }
+        prop_assert_eq!(path.lookup(&user), Some(&leaf));
+    }
+
+    #[test]
+    fn any_json_user_maps_or_is_skipped_with_a_reason(user in json(), on_null in any::<bool>()) {
+        let field = |name: &str, path: &str, ty| FieldMapping {
+            field: name.into(),
+            path: AttributePath::parse(path).unwrap(),
+            ty,
+        };
+        let mapping = Mapping::new(vec![
+            field("t", "a", ValueType::Text),
+            field("n", "b", ValueType::Number),
+            field("b", "c", ValueType::Boolean),
+            field("d", "d", ValueType::Date),
+            field("deep", "a.b.c", ValueType::Text),
+        ]);
+        let key = AttributePath::parse("e").unwrap();
+        let on_null = if on_null { OnNull::Clear } else { OnNull::Skip };
+        match mapping.map_user(&user, &key, on_null) {
+            Ok(record) => {
+                prop_assert_eq!(record.values.len(), 5);
+                let mut out = Vec::new();
+                mapping.write_batch(std::slice::from_ref(&record), &mut out).unwrap();
+                let back: Value = serde_json::from_slice(&out).unwrap();
+                prop_assert_eq!(&back[0]["visitorId"], &Value::String(record.visitor_id.clone()));
+                for (name, ty) in [("n", "number"), ("d", "number"), ("b", "boolean"), ("t", "string")] {
+                    if let Some(v) = back[0]["values"].get(name) {
+                        let ok = match ty {
+                            "number" => v.is_number() || v.is_null(),
+                            "boolean" => v.is_boolean() || v.is_null(),
+                            _ => v.is_string() || v.is_null(),
+                        };
+                        prop_assert!(ok, "{} sent as {}", name, v);
+                    }
+                }
+            }
+            Err(Unsendable::NoVisitorId) => {
+                let id = user.get("e");
+                let usable = matches!(id, Some(Value::String(s)) if !s.trim().is_empty()) || matches!(id, Some(Value::Number(_)));
+                prop_assert!(!usable);
+            }
+            Err(Unsendable::BadValue { message, .. }) => prop_assert!(!message.is_empty()),
+        }
+    }
+
+    #[test]
+    fn rate_limit_headers_never_panic(
+        limit in ".{0,12}", remaining in ".{0,12}", reset in ".{0,12}", date in ".{0,40}",
+    ) {
+        let mut h = HeaderMap::new();
+        for (k, v) in [("x-rate-limit-limit", &limit), ("x-rate-limit-remaining", &remaining), ("x-rate-limit-reset", &reset), ("date", &date)] {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(k, v);
+            }
+        }
+        let _ = rate_limit_wait(&h);
+        if let Some(b) = Budget::from_headers(&h) {
+            let _ = b.delay(0.5, Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn waits_stay_within_the_window(
+        limit in 0u64..100_000, remaining in 0u64..100_000, window in 0u64..3_600,
+        share in 0.01f64..=1.0, since_ms in 0u64..4_000_000,
+    ) {
+        let now = 1_700_000_000u64;
+        let b = Budget { limit, remaining, reset: now + window, server_now: now };
+        let d = b.delay(share, Duration::from_millis(since_ms));
+        prop_assert!(d <= Duration::from_secs(window + 1), "{:?} for a {} s window", d, window);
+
+        let mut h = HeaderMap::new();
+        h.insert("x-rate-limit-reset", HeaderValue::from(now + window));
+        h.insert("date", HeaderValue::from_str(&httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(now))).unwrap());
+        prop_assert_eq!(rate_limit_wait(&h), Duration::from_secs(window + 1));
+    }
+}

@@ -1,0 +1,218 @@
+//! Resilience: secrets under full tracing, crashes, a second process on the same state file,
+//! and what the fault-injecting test servers throw at a run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{OKTA_TOKEN, PENDO_KEY, Parts, Setup, last_run, stderr, stdout};
+use okta_pendo_testkit::{FakeOkta, FakePendo, OktaOptions, PendoFault, PendoOptions, UserSource};
+
+/// Generated users, with a rate limit high enough that pacing adds nothing noticeable (the
+/// tests about pacing set their own).
+fn okta_opts(users: usize) -> OktaOptions {
+    OktaOptions {
+        users: UserSource::Generated(users),
+        rate_limit: 100_000,
+        ..OktaOptions::default()
+    }
+}
+
+/// Every byte under `dir`, for a search of secrets in files the run wrote.
+fn all_file_bytes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_secret_at_trace_level_with_a_failing_pendo() {
+    let okta = FakeOkta::start(okta_opts(450)).await;
+    // Pendo rejects the key on the first batch and fails the others with 500s.
+    let pendo = FakePendo::start(PendoOptions {
+        key: "a-different-key".into(),
+        ..PendoOptions::default()
+    })
+    .await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            log_format: "json",
+            ..Parts::default()
+        },
+    );
+    let env = [("RUST_LOG", "trace")];
+    let out = common::run_bin(&setup.config, &["sync"], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).lines().count() > 20, "trace logging is on");
+    let check = common::run_bin(&setup.config, &["check"], &env).await;
+    let history = setup.run(&["history"]).await;
+    let history_json = setup.run(&["history", "--json"]).await;
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["status_code"], 401);
+
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("sync stdout".into(), out.stdout.clone()),
+        ("sync stderr".into(), out.stderr.clone()),
+        ("check stdout".into(), check.stdout.clone()),
+        ("check stderr".into(), check.stderr.clone()),
+        ("history".into(), history.stdout.clone()),
+        ("history --json".into(), history_json.stdout.clone()),
+    ];
+    // The state folder: the database, its WAL and the lock file.
+    for (path, bytes) in all_file_bytes(setup.state.parent().unwrap()) {
+        places.push((path.display().to_string(), bytes));
+    }
+    for (place, bytes) in &places {
+        for secret in [OKTA_TOKEN, PENDO_KEY] {
+            assert!(!contains(bytes, secret), "{secret} found in {place}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_state_file_is_refused() {
+    let okta = FakeOkta::start(OktaOptions {
+        page_delay: Duration::from_millis(300),
+        ..okta_opts(1_000)
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: "page_size = 100",
+            ..Parts::default()
+        },
+    );
+    let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+        .arg("-c")
+        .arg(&setup.config)
+        .arg("sync")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().unwrap();
+    // Wait (bounded) until the first one is reading.
+    for _ in 0..100 {
+        if !okta.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = setup.run(&["sync"]).await;
+    assert_eq!(second.status.code(), Some(1));
+    let all = format!("{}{}", stdout(&second), stderr(&second));
+    assert!(
+        all.contains(&format!(
+            "another okta-pendo-sync process (PID {pid}) is using the state database"
+        )),
+        "{all}"
+    );
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_run_loses_no_earlier_record() {
+    let okta = FakeOkta::start(OktaOptions {
+        page_delay: Duration::from_millis(200),
+        ..okta_opts(3_000)
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: "page_size = 100",
+            ..Parts::default()
+        },
+    );
+    // Two quick dry runs, against a fast org given through the environment, leave records.
+    let fast = FakeOkta::start(okta_opts(300)).await;
+    let fast_env = [("OKTA_PENDO_SYNC__OKTA__ORG_URL", fast.base_url())];
+    let fast_env: Vec<(&str, &str)> = fast_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dry = ["sync", "--dry-run", "--output", "/dev/null"];
+    for _ in 0..2 {
+        let out = common::run_bin(&setup.config, &dry, &fast_env).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let before = common::history(&setup).await;
+    assert_eq!(before.len(), 2);
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+        .arg("-c")
+        .arg(&setup.config)
+        .arg("sync")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = okta.requests().len();
+    for _ in 0..200 {
+        if pendo.post_count() > 0 && okta.requests().len() > seen + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        pendo.post_count() > 0,
+        "the run was pushing when it was killed"
+    );
+    child.start_kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().await.unwrap();
+
+    let after = common::history(&setup).await;
+    assert_eq!(after, before, "earlier records survive, intact");
+    // The lock died with the process; the next run works and is recorded.
+    let out = common::run_bin(&setup.config, &dry, &fast_env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(common::history(&setup).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pendo_conflicts_and_retry_after_are_transient() {
+    let okta = FakeOkta::start(okta_opts(30)).await;
+    let pendo = FakePendo::start(PendoOptions {
+        faults: vec![
+            PendoFault::Status {
+                request: 0,
+                status: 409,
+            },
+            PendoFault::Status {
+                request: 1,
+                status: 503,
+            },
+        ],
+        ..PendoOptions::default()
+    })
+    .await;
+    let setup = Setup::new(&okta, &pendo, Parts::default());
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let statuses: Vec<u16> = pendo.batches().iter().map(|b| b.status).collect();
+    assert_eq!(statuses, [409, 503, 200]);
+    let log = stdout(&out);
+    assert!(
+        log.contains("retrying") && log.contains("409"),
+        "a log line per retry says why"
+    );
+}
