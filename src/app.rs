@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Loaded, Settings};
 use crate::okta::OktaClient;
 use crate::pendo::PendoClient;
 use crate::report::{RunRecord, Trigger, count};
+use crate::shutdown;
 use crate::state::State;
 use crate::sync::{self, Clients, RunOptions};
 use crate::telemetry::{self, Target};
@@ -61,13 +63,17 @@ async fn dispatch(cli: Cli) -> i32 {
         }
     };
     let Loaded { settings, warnings } = loaded;
+    // Logs go to stdout (journald, containers), except where stdout carries the command's
+    // data: a dry run's JSON lines, `history` and `check`.
     let log_target = match &cli.command {
         Command::Sync {
             dry_run: true,
             output: None,
             ..
-        } => Target::Stderr,
-        _ => Target::Stdout,
+        }
+        | Command::History { .. }
+        | Command::Check => Target::Stderr,
+        Command::Sync { .. } => Target::Stdout,
     };
     telemetry::init(&settings.log, log_target);
     for w in &warnings {
@@ -122,7 +128,7 @@ async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) ->
     };
     let mut sink: Option<Box<dyn Write + Send>> = if dry_run {
         match output {
-            Some(path) => match std::fs::File::create(path) {
+            Some(path) => match create_private(path) {
                 Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
                 Err(e) => {
                     tracing::error!("cannot create the dry-run output {}: {e}", path.display());
@@ -137,10 +143,13 @@ async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) ->
     let opts = RunOptions {
         trigger: Trigger::Manual,
         dry_run,
+        grace: settings.sync.shutdown_grace,
     };
+    let cancel = CancellationToken::new();
+    let signals = shutdown::watch(cancel.clone());
     let mut record = match sink.as_mut() {
-        Some(w) => sync::run(settings, &clients, opts, Some(&mut **w)).await,
-        None => sync::run(settings, &clients, opts, None).await,
+        Some(w) => sync::run(settings, &clients, opts, Some(&mut **w), cancel).await,
+        None => sync::run(settings, &clients, opts, None, cancel).await,
     };
     drop(sink);
     match state.insert_run(&record) {
@@ -152,7 +161,20 @@ async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) ->
         }
     }
     log_summary(&record);
+    signals.abort();
     record.exit_code()
+}
+
+/// Creates (or truncates) a file readable by its owner only: dry-run output holds user data.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
 }
 
 /// The one info line per run that summarises its record.

@@ -143,6 +143,8 @@ pub struct SyncSettings {
     pub visitor_id_key: AttributePath,
     pub create_missing_visitors: bool,
     pub on_null: OnNull,
+    /// After SIGTERM/SIGINT, how long pushes in flight may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 /// The state database.
@@ -376,16 +378,35 @@ impl Section {
     fn take_secret(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<SecretString> {
         let value = self.table.remove(key)?;
         match value.kind {
-            ValueKind::String(s) if !s.trim().is_empty() => Some(SecretString::from(s)),
-            ValueKind::String(_) => {
-                self.problem(problems, key, "is empty");
-                None
-            }
+            ValueKind::String(s) => self.checked_secret(key, s, problems),
             _ => {
                 self.problem(problems, key, "must be a string (value not shown)");
                 None
             }
         }
+    }
+
+    /// Trims a secret and checks it can travel in an HTTP header (printable ASCII).
+    fn checked_secret(
+        &self,
+        key: &str,
+        raw: String,
+        problems: &mut Vec<Problem>,
+    ) -> Option<SecretString> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            self.problem(problems, key, "is empty");
+            return None;
+        }
+        if !trimmed.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            self.problem(
+                problems,
+                key,
+                "contains characters that cannot be sent in an HTTP header (value not shown)",
+            );
+            return None;
+        }
+        Some(SecretString::from(trimmed.to_owned()))
     }
 
     /// A secret given inline (`key`) or as a file (`key_file`), exactly one of them.
@@ -412,7 +433,7 @@ impl Section {
                     self.problem(problems, &file_key, format!("{} is empty", path.display()));
                     None
                 }
-                Ok(s) => Some(SecretString::from(s.trim().to_owned())),
+                Ok(s) => self.checked_secret(&file_key, s, problems),
                 Err(e) => {
                     self.problem(
                         problems,
@@ -624,6 +645,17 @@ fn take_string_list(
             .collect(),
         _ => Err("must be a list of strings".into()),
     };
+    let items = items.and_then(|ids| {
+        match ids
+            .iter()
+            .find(|id| !id.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            Some(bad) => Err(format!(
+                "\"{bad}\" is not an Okta group ID (letters and digits, like 00g1abcdEFGH2ijkl3m4)"
+            )),
+            None => Ok(ids),
+        }
+    });
     match items {
         Ok(v) => Some(v),
         Err(msg) => {
@@ -790,10 +822,12 @@ fn sync_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<SyncSet
             None
         }
     };
+    let shutdown_grace = duration(s, "shutdown_grace", Duration::from_secs(10), problems);
     Some(SyncSettings {
         visitor_id_key: visitor_id_key?,
         create_missing_visitors: create_missing_visitors.unwrap_or(false),
         on_null: on_null?,
+        shutdown_grace: shutdown_grace?,
     })
 }
 

@@ -5,7 +5,7 @@
 //! concurrency ([`pendo`]) and stores a record of what happened ([`state`], [`report`]).
 //! [`sync`] wires that pipeline; [`config`] turns the TOML file and environment into validated
 //! settings; [`app`] and [`cli`] are the command line; [`retry`] is the back-off both clients
-//! share; [`http`] what else they share; [`telemetry`] the logs.
+//! share; [`http`] what else they share; [`telemetry`] the logs; [`shutdown`] the signals.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -19,6 +19,7 @@ pub mod okta;
 pub mod pendo;
 pub mod report;
 pub mod retry;
+pub mod shutdown;
 pub mod state;
 pub mod sync;
 pub mod telemetry;

@@ -14,15 +14,28 @@ use crate::retry::{Attempt, RetryPolicy, with_retry};
 const KEY_HEADER: &str = "x-pendo-integration-key";
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Pendo's answer to a metadata push.
+/// Pendo's answer to a metadata push. Absent fields and `null`s read as zero or empty.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct PushResponse {
+    #[serde(deserialize_with = "null_as_default")]
     pub total: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub updated: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub failed: u64,
+    #[serde(deserialize_with = "null_as_default")]
     pub missing: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub errors: Vec<serde_json::Value>,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A failed push or probe, in words.
@@ -49,14 +62,15 @@ pub enum PendoError {
 }
 
 impl PendoError {
-    /// The HTTP status behind this error, or 0 when there was no response.
+    /// The failing HTTP status behind this error, or 0 when there was none (no response, or
+    /// an answer that could not be read).
     pub fn http_status(&self) -> u16 {
         match self {
             PendoError::Unauthorized => 401,
             PendoError::Forbidden => 403,
             PendoError::Timeout => 408,
-            PendoError::Status { status, .. } | PendoError::Malformed { status, .. } => *status,
-            PendoError::Network { .. } => 0,
+            PendoError::Status { status, .. } => *status,
+            PendoError::Malformed { .. } | PendoError::Network { .. } => 0,
         }
     }
 }
@@ -165,7 +179,6 @@ impl PendoClient {
             Attempt::Retry {
                 reason: error.to_string(),
                 error,
-                wait: None,
             }
         };
         let response = match request.header(KEY_HEADER, key).send().await {
@@ -190,7 +203,15 @@ impl PendoClient {
         };
         let detail = || http::excerpt(&body, &[&self.key]);
         match status {
-            StatusCode::OK => Attempt::Done(parse(&body, 200)),
+            // An unreadable 200 is retried: pushes are idempotent, and the retry's answer
+            // gives the accounting.
+            StatusCode::OK => match parse(&body, 200) {
+                Ok(v) => Attempt::Done(Ok(v)),
+                Err(error) => Attempt::Retry {
+                    reason: error.to_string(),
+                    error,
+                },
+            },
             StatusCode::UNAUTHORIZED => Attempt::Done(Err(PendoError::Unauthorized)),
             StatusCode::FORBIDDEN => Attempt::Done(Err(PendoError::Forbidden)),
             StatusCode::REQUEST_TIMEOUT => Attempt::Done(Err(PendoError::Timeout)),
@@ -203,10 +224,16 @@ impl PendoClient {
                     status: s.as_u16(),
                     detail: detail(),
                 };
-                Attempt::Retry {
-                    reason: error.to_string(),
-                    error,
-                    wait: retry_after,
+                match retry_after {
+                    Some(wait) => Attempt::Wait {
+                        reason: format!("{error} (Retry-After {} s)", wait.as_secs()),
+                        error,
+                        wait,
+                    },
+                    None => Attempt::Retry {
+                        reason: error.to_string(),
+                        error,
+                    },
                 }
             }
             s => Attempt::Done(Err(PendoError::Status {
@@ -234,6 +261,18 @@ pub fn retry_after(value: &str) -> Option<std::time::Duration> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn nulls_and_absent_fields_read_as_empty() {
+        let r: PushResponse = serde_json::from_str(
+            r#"{"total":2,"updated":2,"failed":0,"missing":null,"errors":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.updated, 2);
+        assert!(r.missing.is_empty() && r.errors.is_empty());
+        let r: PushResponse = serde_json::from_str(r#"{"updated":1}"#).unwrap();
+        assert_eq!((r.total, r.updated), (0, 1));
+    }
 
     #[test]
     fn retry_after_in_both_forms() {

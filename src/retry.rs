@@ -47,10 +47,13 @@ impl RetryPolicy {
 pub enum Attempt<T, E> {
     /// Finished, for better or worse: return this.
     Done(Result<T, E>),
-    /// A transient failure: try again after `wait` (or the policy's back-off when `None`).
-    Retry {
+    /// A transient failure: try again after the policy's back-off. It uses up one attempt.
+    Retry { error: E, reason: String },
+    /// The server asked to wait (a rate limit's reset, `Retry-After`): try again after `wait`
+    /// (at most `max_rate_limit_wait`). It uses up no attempt; `max_elapsed` still bounds it.
+    Wait {
         error: E,
-        wait: Option<Duration>,
+        wait: Duration,
         reason: String,
     },
 }
@@ -68,14 +71,10 @@ where
     let started = tokio::time::Instant::now();
     let mut tries = 0;
     loop {
-        tries += 1;
-        match attempt().await {
+        let (error, wait, reason) = match attempt().await {
             Attempt::Done(result) => return result,
-            Attempt::Retry {
-                error,
-                wait,
-                reason,
-            } => {
+            Attempt::Retry { error, reason } => {
+                tries += 1;
                 if tries >= policy.max_attempts {
                     tracing::warn!(
                         target: "okta_pendo_sync::retry",
@@ -85,31 +84,34 @@ where
                     );
                     return Err(error);
                 }
-                let wait = wait
-                    .map(|w| w.min(policy.max_rate_limit_wait))
-                    .unwrap_or_else(|| policy.backoff(tries));
-                let elapsed = started.elapsed();
-                if elapsed + wait > policy.max_elapsed {
-                    tracing::warn!(
-                        target: "okta_pendo_sync::retry",
-                        request = what,
-                        attempts = tries,
-                        elapsed_ms = elapsed.as_millis() as u64,
-                        "giving up: {reason}; waiting {:.1} s more would pass retry.max_elapsed",
-                        wait.as_secs_f64()
-                    );
-                    return Err(error);
-                }
-                tracing::warn!(
-                    target: "okta_pendo_sync::retry",
-                    request = what,
-                    attempt = tries,
-                    wait_ms = wait.as_millis() as u64,
-                    "retrying: {reason}"
-                );
-                tokio::time::sleep(wait).await;
+                (error, policy.backoff(tries), reason)
             }
+            Attempt::Wait {
+                error,
+                wait,
+                reason,
+            } => (error, wait.min(policy.max_rate_limit_wait), reason),
+        };
+        let elapsed = started.elapsed();
+        if elapsed + wait > policy.max_elapsed {
+            tracing::warn!(
+                target: "okta_pendo_sync::retry",
+                request = what,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "giving up: {reason}; waiting {:.1} s more would pass retry.max_elapsed",
+                wait.as_secs_f64()
+            );
+            return Err(error);
         }
+        tracing::warn!(
+            target: "okta_pendo_sync::retry",
+            request = what,
+            retry = tries,
+            wait_ms = wait.as_millis() as u64,
+            "retrying in {:.1} s: {reason}",
+            wait.as_secs_f64()
+        );
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -142,7 +144,6 @@ mod tests {
             async move {
                 Attempt::Retry {
                     error: k,
-                    wait: None,
                     reason: "flaky".into(),
                 }
             }
@@ -155,7 +156,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stops_when_the_time_budget_is_spent() {
         let p = RetryPolicy {
-            max_attempts: 100,
+            max_attempts: 2,
             max_elapsed: Duration::from_secs(20),
             ..RetryPolicy::default()
         };
@@ -165,15 +166,15 @@ mod tests {
             n += 1;
             let k = n;
             async move {
-                Attempt::Retry {
+                Attempt::Wait {
                     error: k,
-                    wait: Some(Duration::from_secs(7)),
+                    wait: Duration::from_secs(7),
                     reason: "429".into(),
                 }
             }
         })
         .await;
-        // Waits at 0 s and 7 s; a third wait would end at 21 s > 20 s.
+        // Waits use no attempt (2 allowed), but a third wait would end at 21 s > 20 s.
         assert_eq!(r, Err(3));
         assert_eq!(start.elapsed(), Duration::from_secs(14));
     }
@@ -188,9 +189,9 @@ mod tests {
             let k = n;
             async move {
                 if k < 3 {
-                    Attempt::Retry {
+                    Attempt::Wait {
                         error: (),
-                        wait: Some(Duration::from_secs(7)),
+                        wait: Duration::from_secs(7),
                         reason: "429".into(),
                     }
                 } else {

@@ -7,22 +7,28 @@
 //! The next Okta page is fetched while earlier users are mapped and pushed; the bounded channel
 //! and the cap on pushes in flight keep memory flat however many users there are.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, UserScope};
 use crate::mapping::{Mapping, Record, Unsendable};
 use crate::okta::{OktaClient, OktaError, Page};
 use crate::pendo::{PendoClient, PendoError, PushResponse};
-use crate::report::{Mode, RunRecord, Status, Tally, Trigger, count};
+use crate::report::{Mode, RunError, RunRecord, Status, Tally, Trigger, count};
 
 /// Pages read ahead of the mapper.
 const PAGES_AHEAD: usize = 2;
+/// How many earlier page URLs of a listing a `next` link is checked against (a paging loop).
+const RECENT_PAGES: usize = 64;
 
 /// The two authenticated clients a run uses.
 #[derive(Debug, Clone)]
@@ -36,15 +42,19 @@ pub struct Clients {
 pub struct RunOptions {
     pub trigger: Trigger,
     pub dry_run: bool,
+    /// After cancellation, how long pushes in flight may take to finish.
+    pub grace: Duration,
 }
 
 /// Runs one sync and returns its record (not yet stored). `dry_out` receives the JSON lines of
-/// a dry run.
+/// a dry run. When `cancel` fires, reading stops, what was read is pushed, pushes in flight get
+/// `opts.grace` to finish, and the run is `interrupted`.
 pub async fn run(
     settings: &Settings,
     clients: &Clients,
     opts: RunOptions,
     dry_out: Option<&mut (dyn Write + Send)>,
+    cancel: CancellationToken,
 ) -> RunRecord {
     let started_at = OffsetDateTime::now_utc();
     let mode = if opts.dry_run {
@@ -52,7 +62,6 @@ pub async fn run(
     } else {
         Mode::Full
     };
-    let mapping = Arc::new(settings.mapping.clone());
 
     let (page_tx, page_rx) = mpsc::channel(PAGES_AHEAD);
     let reader = tokio::spawn(read_pages(
@@ -63,56 +72,88 @@ pub async fn run(
 
     let mut pipeline = Pipeline {
         settings,
-        mapping,
+        mapping: Arc::new(settings.mapping.clone()),
         pendo: clients.pendo.clone(),
         tally: Tally::default(),
         batch: Vec::with_capacity(settings.pendo.batch_size.get()),
         inflight: JoinSet::new(),
+        inflight_sizes: HashMap::new(),
         dry_out,
         seen: match &settings.okta.scope {
             UserScope::Groups(ids) if ids.len() > 1 => Some(SeenIds::new()),
             _ => None,
         },
-        fatal: None,
+        stop: None,
+        cancel,
+        grace: opts.grace,
+        grace_deadline: None,
     };
-    let okta_error = pipeline.consume(page_rx).await;
-    reader.abort();
-    let Pipeline { tally, fatal, .. } = pipeline;
-    finish(started_at, opts.trigger, mode, tally, okta_error, fatal)
+    pipeline.consume(page_rx).await;
+    let okta_error = if pipeline.stop.is_some() {
+        reader.abort();
+        None
+    } else {
+        match reader.await {
+            Ok(Ok(())) => None,
+            Ok(Err(ReadError(e))) => Some((e.to_string(), e.http_status())),
+            Err(e) => Some((format!("the Okta reader stopped unexpectedly: {e}"), 0)),
+        }
+    };
+    let Pipeline { tally, stop, .. } = pipeline;
+    finish(started_at, opts.trigger, mode, tally, okta_error, stop)
 }
 
 /// Follows each start URL's `next` links, sending pages until the end, an error, or the
-/// receiver going away.
+/// receiver going away (then it returns `Ok`: the consumer decided to stop).
 async fn read_pages(
     okta: Arc<OktaClient>,
     starts: Vec<url::Url>,
-    tx: mpsc::Sender<Result<Page, OktaError>>,
-) {
+    tx: mpsc::Sender<Page>,
+) -> Result<(), ReadError> {
     for start in starts {
+        let mut recent: VecDeque<url::Url> = VecDeque::with_capacity(RECENT_PAGES);
         let mut next = Some(start);
         while let Some(url) = next.take() {
-            match okta.page(&url).await {
-                Ok(mut page) => {
-                    tracing::debug!(users = page.users.len(), path = url.path(), "okta page");
-                    let link = std::mem::replace(&mut page.next, Ok(None));
-                    if tx.send(Ok(page)).await.is_err() {
-                        return;
-                    }
-                    match link {
-                        Ok(link) => next = link,
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
+            let mut page = okta.page(&url).await.map_err(ReadError)?;
+            tracing::debug!(users = page.users.len(), path = url.path(), "okta page");
+            let link = std::mem::replace(&mut page.next, Ok(None));
+            if tx.send(page).await.is_err() {
+                return Ok(());
             }
+            let link = link.map_err(ReadError)?;
+            if let Some(n) = &link
+                && (*n == url || recent.contains(n))
+            {
+                return Err(ReadError(OktaError::Malformed {
+                    path: url.path().to_owned(),
+                    detail: "its next link leads back to a page already read (a paging \
+                                 loop); reading stopped"
+                        .into(),
+                }));
+            }
+            if recent.len() == RECENT_PAGES {
+                recent.pop_front();
+            }
+            recent.push_back(url);
+            next = link;
         }
     }
+    Ok(())
+}
+
+/// The Okta error that ended a read.
+#[derive(Debug)]
+struct ReadError(OktaError);
+
+/// Why a run stopped before reading everything.
+#[derive(Debug)]
+enum Stop {
+    /// Cancelled (a signal): an `interrupted` run.
+    Cancelled,
+    /// The dry-run output was closed by its reader (`| head`): an `interrupted` run.
+    OutputClosed,
+    /// A failure on our side that ends the run (the dry-run output cannot be written).
+    Fatal(String),
 }
 
 struct Pipeline<'s, 'w> {
@@ -122,51 +163,73 @@ struct Pipeline<'s, 'w> {
     tally: Tally,
     batch: Vec<Record>,
     inflight: JoinSet<BatchOutcome>,
+    /// Records per push task, to account for a task that ends without an outcome.
+    inflight_sizes: HashMap<tokio::task::Id, u64>,
     dry_out: Option<&'w mut (dyn Write + Send)>,
     seen: Option<SeenIds>,
-    /// A failure on our side that ends the run (the dry-run output cannot be written).
-    fatal: Option<String>,
+    stop: Option<Stop>,
+    cancel: CancellationToken,
+    grace: Duration,
+    /// Set when cancellation is first seen: pushes in flight must end by then.
+    grace_deadline: Option<Instant>,
 }
 
 impl Pipeline<'_, '_> {
-    /// Maps and pushes every page; returns the Okta error that ended the read early, if any.
-    async fn consume(
-        &mut self,
-        mut pages: mpsc::Receiver<Result<Page, OktaError>>,
-    ) -> Option<OktaError> {
-        let mut okta_error = None;
-        'pages: while let Some(page) = pages.recv().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    okta_error = Some(e);
+    /// Maps and pushes every page, then waits for the pushes.
+    async fn consume(&mut self, mut pages: mpsc::Receiver<Page>) {
+        'pages: loop {
+            let page = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => {
+                    self.cancelled();
                     break;
                 }
+                page = pages.recv() => page,
             };
+            let Some(page) = page else { break };
             for user in page.users {
                 self.user(&user).await;
-                if self.fatal.is_some() {
+                if self.stop.is_some() {
                     break 'pages;
                 }
             }
-            while let Some(done) = self.inflight.try_join_next() {
+            while let Some(done) = self.inflight.try_join_next_with_id() {
                 self.account(done);
             }
         }
         drop(pages);
-        if self.fatal.is_none() {
+        // What was read is pushed, even when cancelled: it is one batch at most.
+        if matches!(self.stop, None | Some(Stop::Cancelled)) {
             self.flush().await;
         }
-        while let Some(done) = self.inflight.join_next().await {
-            self.account(done);
-        }
+        self.drain().await;
         if let Some(out) = self.dry_out.as_mut()
             && let Err(e) = out.flush()
         {
-            self.fatal
-                .get_or_insert(format!("cannot write the dry-run output: {e}"));
+            self.output_failed(e);
         }
-        okta_error
+    }
+
+    fn cancelled(&mut self) {
+        if self.grace_deadline.is_none() {
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "stopping: no more reading; pushes in flight may finish within the grace period"
+            );
+            self.grace_deadline = Some(Instant::now() + self.grace);
+        }
+        self.stop.get_or_insert(Stop::Cancelled);
+    }
+
+    fn output_failed(&mut self, e: std::io::Error) {
+        let stop = if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Stop::OutputClosed
+        } else {
+            Stop::Fatal(format!("cannot write the dry-run output: {e}"))
+        };
+        if !matches!(self.stop, Some(Stop::Fatal(_))) {
+            self.stop = Some(stop);
+        }
     }
 
     async fn user(&mut self, user: &Value) {
@@ -184,6 +247,8 @@ impl Pipeline<'_, '_> {
         {
             Ok(record) => {
                 if let Some(out) = self.dry_out.as_mut() {
+                    // Counted as it is computed, so the counts add up even if writing fails.
+                    self.tally.records_processed += 1;
                     let mut line = Vec::with_capacity(256);
                     let written = self
                         .mapping
@@ -193,11 +258,8 @@ impl Pipeline<'_, '_> {
                             line.push(b'\n');
                             out.write_all(&line)
                         });
-                    match written {
-                        Ok(()) => self.tally.records_processed += 1,
-                        Err(e) => {
-                            self.fatal = Some(format!("cannot write the dry-run output: {e}"));
-                        }
+                    if let Err(e) = written {
+                        self.output_failed(e);
                     }
                     return;
                 }
@@ -222,38 +284,93 @@ impl Pipeline<'_, '_> {
         }
     }
 
-    /// Hands the current batch to a push task, waiting while `concurrency` are in flight.
+    /// Hands the current batch to a push task, waiting while `concurrency` are in flight
+    /// (unless cancelled: then the batch goes at once).
     async fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
         }
-        while self.inflight.len() >= self.settings.pendo.concurrency.get() {
-            match self.inflight.join_next().await {
-                Some(done) => self.account(done),
-                None => break,
+        while self.inflight.len() >= self.settings.pendo.concurrency.get()
+            && self.grace_deadline.is_none()
+        {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => self.cancelled(),
+                done = self.inflight.join_next_with_id() => match done {
+                    Some(done) => self.account(done),
+                    None => break,
+                },
             }
         }
         let records = std::mem::replace(
             &mut self.batch,
             Vec::with_capacity(self.settings.pendo.batch_size.get()),
         );
+        let size = records.len() as u64;
         let pendo = self.pendo.clone();
         let mapping = self.mapping.clone();
-        self.inflight.spawn(async move {
+        let handle = self.inflight.spawn(async move {
             let mut outcome = BatchOutcome::default();
             push_records(&pendo, &mapping, &records, &mut outcome).await;
             outcome
         });
+        self.inflight_sizes.insert(handle.id(), size);
     }
 
-    fn account(&mut self, done: Result<BatchOutcome, tokio::task::JoinError>) {
+    /// Waits for every push; once cancelled, only until the grace deadline, then aborts the
+    /// rest (their records count as failed: Pendo's answer never came).
+    async fn drain(&mut self) {
+        while self.grace_deadline.is_none() {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => self.cancelled(),
+                done = self.inflight.join_next_with_id() => match done {
+                    Some(done) => self.account(done),
+                    None => return,
+                },
+            }
+        }
+        let deadline = self.grace_deadline.unwrap_or_else(Instant::now);
+        loop {
+            match tokio::time::timeout_at(deadline, self.inflight.join_next_with_id()).await {
+                Ok(Some(done)) => self.account(done),
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        pushes = self.inflight.len(),
+                        "grace period over: abandoning the pushes still in flight"
+                    );
+                    self.inflight.abort_all();
+                    while let Some(done) = self.inflight.join_next_with_id().await {
+                        self.account(done);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn account(&mut self, done: Result<(tokio::task::Id, BatchOutcome), tokio::task::JoinError>) {
         let outcome = match done {
-            Ok(o) => o,
+            Ok((id, o)) => {
+                self.inflight_sizes.remove(&id);
+                o
+            }
             Err(e) => {
-                self.tally.batches_failed += 1;
-                self.tally.last_failure_status = Some(0);
-                self.tally
-                    .error(None, format!("a push task ended abnormally: {e}"));
+                let size = self.inflight_sizes.remove(&e.id()).unwrap_or(0);
+                let t = &mut self.tally;
+                t.records_processed += size;
+                t.batches_failed += 1;
+                t.last_failure_status = Some(0);
+                let why = if e.is_cancelled() {
+                    "the run stopped before Pendo answered"
+                } else {
+                    "the push task ended abnormally"
+                };
+                t.error(
+                    None,
+                    format!("a batch of {size} records may not have been delivered: {why}"),
+                );
                 return;
             }
         };
@@ -356,27 +473,30 @@ fn finish(
     trigger: Trigger,
     mode: Mode,
     mut t: Tally,
-    okta_error: Option<OktaError>,
-    fatal: Option<String>,
+    okta_error: Option<(String, u16)>,
+    stop: Option<Stop>,
 ) -> RunRecord {
     let dry = mode == Mode::DryRun;
     let delivered_any = t.batches_ok > 0;
-    let status = if fatal.is_some() {
-        Status::Failed
-    } else if okta_error.is_some() || t.batches_failed > 0 {
-        if delivered_any {
-            Status::Partial
-        } else {
-            Status::Failed
+    let status = match &stop {
+        Some(Stop::Cancelled | Stop::OutputClosed) => Status::Interrupted,
+        Some(Stop::Fatal(_)) => Status::Failed,
+        None if okta_error.is_some() || t.batches_failed > 0 => {
+            if delivered_any {
+                Status::Partial
+            } else {
+                Status::Failed
+            }
         }
-    } else {
-        Status::Succeeded
+        None => Status::Succeeded,
     };
-    let status_code = match (&okta_error, t.last_failure_status) {
-        (_, Some(code)) => code,
-        (Some(e), None) => e.http_status(),
-        (None, None) if dry => 0,
-        (None, None) => 200,
+    // 200 when nothing failed; else the last failing HTTP status (0: none).
+    let status_code = match (t.last_failure_status, &okta_error, &stop) {
+        (Some(code), _, _) => code,
+        (None, Some((_, code)), _) => *code,
+        (None, None, Some(Stop::Fatal(_))) => 0,
+        (None, None, _) if dry => 0,
+        (None, None, _) => 200,
     };
     let users_failed = if dry {
         0
@@ -384,17 +504,25 @@ fn finish(
         t.records_processed.saturating_sub(t.users_updated)
     };
 
+    let mut run_errors = Vec::new();
     let mut message = String::new();
-    if let Some(e) = &okta_error {
+    match &stop {
+        Some(Stop::Cancelled) => message.push_str("Interrupted: reading stopped early. "),
+        Some(Stop::OutputClosed) => {
+            message.push_str("Interrupted: the dry-run output was closed. ")
+        }
+        Some(Stop::Fatal(f)) => {
+            message.push_str(&format!("{f}. "));
+            run_errors.push(f.clone());
+        }
+        None => {}
+    }
+    if let Some((e, _)) = &okta_error {
         message.push_str(&format!(
             "Reading Okta stopped after {} users: {e}. ",
             count(t.okta_users_read)
         ));
-        t.error(None, e.to_string());
-    }
-    if let Some(f) = &fatal {
-        message.push_str(&format!("{f}. "));
-        t.error(None, f.clone());
+        run_errors.push(e.clone());
     }
     if dry {
         message.push_str(&format!(
@@ -433,11 +561,20 @@ fn finish(
         ));
     }
     message.push('.');
-    if t.errors_dropped > 0 {
-        let dropped = t.errors_dropped;
-        t.errors.push(crate::report::RunError {
+
+    // Run-level errors come first, whatever the cap left room for.
+    let mut errors: Vec<RunError> = run_errors
+        .into_iter()
+        .map(|message| RunError {
             visitor_id: None,
-            message: format!("{} more errors not kept", count(dropped)),
+            message,
+        })
+        .collect();
+    errors.append(&mut t.errors);
+    if t.errors_dropped > 0 {
+        errors.push(RunError {
+            visitor_id: None,
+            message: format!("{} more errors not kept", count(t.errors_dropped)),
         });
     }
 
@@ -458,7 +595,7 @@ fn finish(
         missing_visitor_ids: t.missing_visitor_ids,
         users_unchanged: t.users_unchanged,
         users_skipped: t.users_skipped,
-        errors: t.errors,
+        errors,
     }
 }
 

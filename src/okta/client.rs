@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
+use super::pacer::Budget;
 use crate::config::{OktaSettings, UserScope};
 use crate::http;
 use crate::retry::{Attempt, RetryPolicy, with_retry};
@@ -61,13 +62,13 @@ fn code_suffix(code: &str) -> String {
 }
 
 impl OktaError {
-    /// The HTTP status behind this error, or 0 when there was no response.
+    /// The failing HTTP status behind this error, or 0 when there was none (no response, or a
+    /// 200 whose body was unusable).
     pub fn http_status(&self) -> u16 {
         match self {
             OktaError::Unauthorized { .. } => 401,
             OktaError::Forbidden { .. } => 403,
             OktaError::Status { status, .. } => *status,
-            OktaError::Malformed { .. } => 200,
             _ => 0,
         }
     }
@@ -175,7 +176,7 @@ impl OktaClient {
             }
         };
         auth.set_sensitive(true);
-        let pause = self.pacer.delay();
+        let pause = self.pacer.delay().min(self.retry.max_rate_limit_wait);
         if !pause.is_zero() {
             tracing::debug!(
                 pause_ms = pause.as_millis() as u64,
@@ -200,7 +201,6 @@ impl OktaClient {
                 return Attempt::Retry {
                     reason: error.to_string(),
                     error,
-                    wait: None,
                 };
             }
         };
@@ -223,13 +223,19 @@ impl OktaClient {
                 return Attempt::Retry {
                     reason: error.to_string(),
                     error,
-                    wait: None,
                 };
             }
         };
 
         if status == StatusCode::OK {
-            return Attempt::Done(self.parse_page(&headers, &body, path));
+            // A page that does not parse may be a proxy's glitch: reading it again is harmless.
+            return match self.parse_page(url, &headers, &body, path) {
+                Err(error @ OktaError::Malformed { .. }) => Attempt::Retry {
+                    reason: error.to_string(),
+                    error,
+                },
+                other => Attempt::Done(other),
+            };
         }
         let (code, summary) = okta_error_body(&body, &self.token);
         let what = if path.contains("/groups/") {
@@ -241,19 +247,20 @@ impl OktaClient {
             StatusCode::UNAUTHORIZED => Attempt::Done(Err(OktaError::Unauthorized { code })),
             StatusCode::FORBIDDEN => Attempt::Done(Err(OktaError::Forbidden { code, what })),
             StatusCode::TOO_MANY_REQUESTS => {
-                let wait = rate_limit_wait(&headers);
                 let error = OktaError::Status {
                     status: 429,
                     path: path.into(),
                     summary,
                 };
-                Attempt::Retry {
-                    reason: format!(
-                        "Okta rate limit reached (429); waiting {:.1} s for the reset",
-                        wait.as_secs_f64()
-                    ),
+                let kind = if Budget::from_headers(&headers).is_some_and(|b| b.limit == 0) {
+                    "concurrent-request limit"
+                } else {
+                    "rate limit"
+                };
+                Attempt::Wait {
+                    reason: format!("Okta {kind} reached (429 {code}); waiting for its reset"),
                     error,
-                    wait: Some(wait),
+                    wait: rate_limit_wait(&headers),
                 }
             }
             s if s.is_server_error() => {
@@ -265,7 +272,6 @@ impl OktaClient {
                 Attempt::Retry {
                     reason: error.to_string(),
                     error,
-                    wait: None,
                 }
             }
             s => Attempt::Done(Err(OktaError::Status {
@@ -276,7 +282,13 @@ impl OktaClient {
         }
     }
 
-    fn parse_page(&self, headers: &HeaderMap, body: &[u8], path: &str) -> Result<Page, OktaError> {
+    fn parse_page(
+        &self,
+        page_url: &Url,
+        headers: &HeaderMap,
+        body: &[u8],
+        path: &str,
+    ) -> Result<Page, OktaError> {
         let malformed = |detail: String| OktaError::Malformed {
             path: path.into(),
             detail,
@@ -293,15 +305,15 @@ impl OktaClient {
         };
         let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
         let next = super::link::next_link(links)
-            .map(|raw| self.checked_next(raw))
+            .map(|raw| self.checked_next(page_url, raw))
             .transpose();
         Ok(Page { users, next })
     }
 
-    /// Resolves a next link and refuses it unless it is on the org's scheme, host and port.
-    fn checked_next(&self, raw: &str) -> Result<Url, OktaError> {
-        let url = self
-            .org
+    /// Resolves a next link (relative to the page it came with) and refuses it unless it is on
+    /// the org's scheme, host and port.
+    fn checked_next(&self, page_url: &Url, raw: &str) -> Result<Url, OktaError> {
+        let url = page_url
             .join(raw)
             .map_err(|e| OktaError::BadLink(format!("{e}")))?;
         if url.origin() != self.org.origin() {
@@ -363,7 +375,7 @@ pub fn rate_limit_wait(headers: &HeaderMap) -> Duration {
         .unwrap_or_default()
         .as_secs();
     match reset {
-        Some(reset) => Duration::from_secs(reset.saturating_sub(now) + 1),
+        Some(reset) => Duration::from_secs(reset.saturating_sub(now).saturating_add(1)),
         None => Duration::from_secs(60),
     }
 }

@@ -53,18 +53,24 @@ impl Budget {
             // which waits for the reset itself.
             return Duration::ZERO;
         }
-        let window = Duration::from_secs(self.reset.saturating_sub(self.server_now));
-        let Some(left) = window.checked_sub(since).filter(|d| !d.is_zero()) else {
-            // The window has passed: the next response describes the new one.
-            return Duration::ZERO;
-        };
+        // `Date` has whole seconds: the server's clock was somewhere in
+        // [server_now, server_now + 1), so the window has between `secs - 1` and `secs` left.
+        let secs = self.reset.saturating_sub(self.server_now);
         let reserve = (self.limit as f64 * (1.0 - share)).ceil() as u64;
         let usable = self.remaining.saturating_sub(reserve);
         if usable == 0 {
-            // Our share is spent: wait for the reset (plus a second for the header's rounding).
-            left + Duration::from_secs(1)
-        } else {
-            left / u32::try_from(usable).unwrap_or(u32::MAX)
+            // Our share is spent: wait for the latest the reset can be, plus a second for the
+            // header's rounding. A window that has surely passed needs no wait.
+            return Duration::from_secs(secs)
+                .checked_sub(since)
+                .filter(|d| !d.is_zero())
+                .map_or(Duration::ZERO, |left| left + Duration::from_secs(1));
+        }
+        // Spread what is usable over the shortest the window can be: a little fast is safe, as
+        // the share running out waits for the reset above.
+        match Duration::from_secs(secs.saturating_sub(1)).checked_sub(since) {
+            Some(left) if !left.is_zero() => left / u32::try_from(usable).unwrap_or(u32::MAX),
+            _ => Duration::ZERO,
         }
     }
 }
@@ -116,11 +122,12 @@ mod tests {
 
     #[test]
     fn spreads_the_usable_share_over_the_window() {
-        // 600 a minute, half ours: 300 kept for others; 599 - 300 = 299 usable in 60 s.
+        // 600 a minute, half ours: 300 kept for others; 599 - 300 = 299 usable in the (at
+        // least) 59 s left.
         let d = budget(600, 599, 60).delay(0.5, Duration::ZERO);
-        assert_eq!(d, Duration::from_secs(60) / 299);
+        assert_eq!(d, Duration::from_secs(59) / 299);
         // Later in the window, with fewer left, the spacing follows.
-        let d = budget(600, 400, 60).delay(0.5, Duration::from_secs(30));
+        let d = budget(600, 400, 60).delay(0.5, Duration::from_secs(29));
         assert_eq!(d, Duration::from_secs(30) / 100);
     }
 
@@ -130,6 +137,9 @@ mod tests {
         assert_eq!(d, Duration::from_secs(41));
         let d = budget(600, 0, 10).delay(1.0, Duration::ZERO);
         assert_eq!(d, Duration::from_secs(11));
+        // Even when the window's end is uncertain by a second.
+        let d = budget(20, 10, 1).delay(0.5, Duration::ZERO);
+        assert_eq!(d, Duration::from_secs(2));
     }
 
     #[test]

@@ -150,6 +150,19 @@ pub enum OktaFault {
         /// Base URL the next link points at.
         target: String,
     },
+    /// The n-th request answers its page normally but its `rel="next"` link is relative
+    /// (`</api/v1/users?after=…&limit=…>`, no scheme or host), which RFC 8288 allows: a client
+    /// resolves it against the page's URL.
+    RelativeNextLink {
+        /// 0-based request number.
+        request: usize,
+    },
+    /// The n-th request answers its page normally but its `rel="next"` link is the request's
+    /// own URL: a paging loop a client must notice rather than follow forever.
+    LoopingNextLink {
+        /// 0-based request number.
+        request: usize,
+    },
     /// The n-th request answers 200 with the normal page headers (links included) but a body
     /// that is not valid JSON: the page's JSON cut at half its length (at least `[`), e.g.
     /// `[{"id":"00u00000000000000000","status":"AC`. It is gzip-encoded when asked, so the
@@ -761,6 +774,14 @@ async fn serve_page(
         OktaFault::BadUser { request, index } if *request == n => Some(*index),
         _ => None,
     });
+    let relative = shared
+        .faults
+        .iter()
+        .any(|f| matches!(f, OktaFault::RelativeNextLink { request } if *request == n));
+    let looping = shared
+        .faults
+        .iter()
+        .any(|f| matches!(f, OktaFault::LoopingNextLink { request } if *request == n));
 
     let path = uri.path();
     let group = path
@@ -803,9 +824,20 @@ async fn serve_page(
         path_and_query,
         members,
         &query,
-        foreign,
+        NextLinkFault {
+            foreign,
+            relative,
+            looping,
+        },
         bad_user,
     )
+}
+
+/// How a page's `next` link is bent by a fault.
+struct NextLinkFault<'a> {
+    foreign: Option<&'a str>,
+    relative: bool,
+    looping: bool,
 }
 
 fn list_page(
@@ -814,9 +846,14 @@ fn list_page(
     path_and_query: &str,
     members: Option<&[usize]>,
     q: &ListQuery,
-    foreign: Option<&str>,
+    next_fault: NextLinkFault<'_>,
     bad_user: Option<usize>,
 ) -> Reply {
+    let NextLinkFault {
+        foreign,
+        relative,
+        looping,
+    } = next_fault;
     let total = shared.users.len();
     let seq_len = members.map_or(total, <[usize]>::len);
     let user_at = |pos: usize| members.map_or(pos, |m| m[pos]);
@@ -859,8 +896,14 @@ fn list_page(
     body.push(b']');
 
     let mut links = vec![self_link(shared, path_and_query)];
+    if looping {
+        let own = format!("<{}{path_and_query}>; rel=\"next\"", shared.base_url);
+        links.push(own);
+        return Reply::ok(body, links);
+    }
     let next_base = match foreign {
         Some(target) => Some(target.trim_end_matches('/')),
+        None if more && relative => Some(""),
         None if more => Some(shared.base_url.as_str()),
         None => None,
     };

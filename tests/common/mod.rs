@@ -51,6 +51,8 @@ path = "{state}"
 [log]
 level = "info"
 format = "{log_format}"
+
+{extra}
 "#,
             okta = okta.base_url(),
             pendo = pendo.base_url(),
@@ -61,6 +63,7 @@ format = "{log_format}"
             mapping = parts.mapping,
             state = state.display(),
             log_format = parts.log_format,
+            extra = parts.extra,
         );
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).unwrap();
@@ -81,6 +84,8 @@ pub struct Parts<'a> {
     pub sync: &'a str,
     pub mapping: &'a str,
     pub log_format: &'a str,
+    /// Appended at the end: whole sections such as `[retry]`.
+    pub extra: &'a str,
 }
 
 impl Default for Parts<'_> {
@@ -94,6 +99,7 @@ title = "profile.title"
 okta_status = "status"
 last_login = { path = "lastLogin", type = "date" }"#,
             log_format: "json",
+            extra: "",
         }
     }
 }
