@@ -26,6 +26,41 @@ pub const ENV_PREFIX: &str = "OKTA_PENDO_SYNC";
 /// The config path used when neither `--config` nor `$OKTA_PENDO_SYNC_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/okta-pendo-sync/config.toml";
 
+/// Every key the loader accepts (besides the free-form `[mapping]` table). The commented
+/// example config documents each; a debug assertion keeps this list complete.
+pub const KEYS: &[&str] = &[
+    "okta.org_url",
+    "okta.api_token",
+    "okta.api_token_file",
+    "okta.filter",
+    "okta.search",
+    "okta.group_ids",
+    "okta.page_size",
+    "okta.rate_limit_share",
+    "okta.connect_timeout",
+    "okta.request_timeout",
+    "pendo.integration_key",
+    "pendo.integration_key_file",
+    "pendo.region",
+    "pendo.base_url",
+    "pendo.metadata_group",
+    "pendo.batch_size",
+    "pendo.concurrency",
+    "pendo.connect_timeout",
+    "pendo.request_timeout",
+    "sync.visitor_id_key",
+    "sync.create_missing_visitors",
+    "sync.on_null",
+    "sync.shutdown_grace",
+    "state.path",
+    "log.level",
+    "log.format",
+    "retry.max_attempts",
+    "retry.base_delay",
+    "retry.max_delay",
+    "retry.max_elapsed",
+];
+
 /// Everything a run needs, validated.
 #[derive(Debug)]
 pub struct Settings {
@@ -361,9 +396,19 @@ impl Section {
         });
     }
 
+    /// Removes a key's value. Every key the loader asks for must be listed in [`KEYS`].
+    fn remove(&mut self, key: &str) -> Option<Value> {
+        debug_assert!(
+            KEYS.contains(&self.key(key).as_str()),
+            "{} is missing from config::KEYS",
+            self.key(key)
+        );
+        self.table.remove(key)
+    }
+
     /// Takes a value; a type error is recorded and gives `None`.
     fn take<T: DeserializeOwned>(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<T> {
-        let value = self.table.remove(key)?;
+        let value = self.remove(key)?;
         let origin = origin_note(&value);
         match T::deserialize(value) {
             Ok(v) => Some(v),
@@ -376,7 +421,7 @@ impl Section {
 
     /// Takes a string that must not be echoed back in any message.
     fn take_secret(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<SecretString> {
-        let value = self.table.remove(key)?;
+        let value = self.remove(key)?;
         match value.kind {
             ValueKind::String(s) => self.checked_secret(key, s, problems),
             _ => {
@@ -628,7 +673,7 @@ fn take_string_list(
     key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<Vec<String>> {
-    let value = s.table.remove(key)?;
+    let value = s.remove(key)?;
     let items: Result<Vec<String>, String> = match value.kind {
         ValueKind::String(text) => Ok(text
             .split(',')

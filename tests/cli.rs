@@ -178,31 +178,17 @@ fn the_example_config_loads_and_documents_every_key() {
     assert_eq!(s.mapping.fields().len(), 4);
 
     let text = std::fs::read_to_string(&example).unwrap();
-    for key in [
-        "org_url",
-        "api_token",
-        "api_token_file",
-        "filter",
-        "search",
-        "group_ids",
-        "page_size",
-        "integration_key",
-        "integration_key_file",
-        "region",
-        "base_url",
-        "metadata_group",
-        "batch_size",
-        "concurrency",
-        "visitor_id_key",
-        "create_missing_visitors",
-        "on_null",
-        "path",
-        "level",
-        "format",
-    ] {
+    // Every key the loader accepts is documented, under its section.
+    for full in config::KEYS {
+        let (section, key) = full.split_once('.').unwrap();
+        let start = text
+            .find(&format!("[{section}]"))
+            .unwrap_or_else(|| panic!("the example has no [{section}]"));
+        let body = &text[start..];
+        let end = body[1..].find("\n[").map_or(body.len(), |e| e + 1);
         assert!(
-            text.contains(&format!("{key} =")),
-            "the example does not document {key}"
+            body[..end].contains(&format!("{key} =")),
+            "the example does not document {full}"
         );
     }
 }
@@ -381,4 +367,150 @@ async fn a_broken_state_database_stops_the_run_and_is_left_alone() {
         0,
         "nothing is pushed without a place to record it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_on_stdout_stays_clean_when_there_are_warnings() {
+    let okta = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(5),
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    // An inline secret in a world-readable file draws a warning on every command.
+    std::fs::write(
+        &path,
+        format!(
+            "[okta]\norg_url = \"{}\"\napi_token = \"{OKTA_TOKEN}\"\n[pendo]\nbase_url = \"{}\"\n\
+             integration_key = \"{PENDO_KEY}\"\n[mapping]\nt = \"profile.title\"\n[state]\npath = \"{}/s.db\"\n",
+            okta.base_url(),
+            pendo.base_url(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(run_bin(&path, &["sync"], &[]).await.status.code(), Some(0));
+
+    let out = run_bin(&path, &["history", "--json"], &[]).await;
+    assert!(stderr(&out).contains("holds a secret inline"));
+    let runs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("stdout is pure JSON");
+    assert_eq!(runs.len(), 1);
+
+    let out = run_bin(&path, &["sync", "--dry-run"], &[]).await;
+    assert!(stderr(&out).contains("holds a secret inline"));
+    for line in stdout(&out).lines() {
+        serde_json::from_str::<Value>(line).expect("every stdout line is a record");
+    }
+
+    let out = run_bin(&path, &["check"], &[]).await;
+    assert!(stdout(&out).starts_with("config  ok"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_output_problems_are_recorded_honestly() {
+    let okta = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(3_000),
+        rate_limit: 100_000,
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(&okta, &pendo, Parts::default());
+
+    // A full disk: the run fails, and its counts still add up.
+    let out = setup
+        .run(&["sync", "--dry-run", "--output", "/dev/full"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let run = common::last_run(&setup).await;
+    assert_eq!(run["status"], "failed");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write the dry-run output")
+    );
+    let n = |k: &str| run[k].as_u64().unwrap();
+    assert_eq!(
+        n("okta_users_read"),
+        n("records_processed") + n("users_skipped")
+    );
+
+    // `| head -n 3`: the reader goes away; the run is interrupted, not failed.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+        .arg("-c")
+        .arg(&setup.config)
+        .args(["sync", "--dry-run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout_pipe = child.stdout.take().unwrap();
+    let head = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let lines: Vec<String> = std::io::BufReader::new(stdout_pipe)
+            .lines()
+            .take(3)
+            .map(Result::unwrap)
+            .collect();
+        lines
+    })
+    .await
+    .unwrap();
+    assert_eq!(head.len(), 3);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let run = common::last_run(&setup).await;
+    assert_eq!(run["status"], "interrupted");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .contains("output was closed"),
+        "{run}"
+    );
+
+    // A file: created owner-only, since it holds user data.
+    let file = setup.dir.path().join("out.jsonl");
+    let out = setup
+        .run(&["sync", "--dry-run", "--output", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(0));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[tokio::test]
+async fn secrets_that_cannot_be_sent_and_odd_group_ids_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "zq7\u{7}xw\n").unwrap();
+    let (_d, path) = write_config(&format!(
+        "[okta]\norg_url = \"https://acme.okta.com\"\napi_token_file = \"{}\"\n\
+         group_ids = [\"00gOK\", \"../admin\"]\n[pendo]\nintegration_key = \"  k  \"\n\
+         [mapping]\nt = \"profile.title\"\n",
+        token.display()
+    ));
+    let out = run_bin(&path, &["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("okta.api_token_file: contains characters that cannot be sent"),
+        "{err}"
+    );
+    assert!(
+        err.contains("okta.group_ids: \"../admin\" is not an Okta group ID"),
+        "{err}"
+    );
+    assert!(!err.contains("zq7"), "{err}");
 }

@@ -216,3 +216,84 @@ async fn pendo_conflicts_and_retry_after_are_transient() {
         "a log line per retry says why"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_records_an_interrupted_run() {
+    let okta = FakeOkta::start(OktaOptions {
+        page_delay: Duration::from_millis(150),
+        ..okta_opts(5_000)
+    })
+    .await;
+    // Pushes take a while, so some are in flight when the signal comes.
+    let pendo = FakePendo::start(PendoOptions {
+        batch_delay: Duration::from_millis(400),
+        ..PendoOptions::default()
+    })
+    .await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: "page_size = 100",
+            pendo: "batch_size = 100\nconcurrency = 2",
+            sync: "shutdown_grace = \"5s\"",
+            ..Parts::default()
+        },
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+        .arg("-c")
+        .arg(&setup.config)
+        .arg("sync")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if pendo.batches().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let pid = child.id().unwrap() as i32;
+    let signalled = std::time::Instant::now();
+    assert_eq!(send_signal(pid, 15), 0);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "an interrupted sync exits 1");
+    let pages_read = okta.requests().len();
+    assert!(
+        pages_read < 50,
+        "reading stopped early ({pages_read} of 50 pages)"
+    );
+
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "interrupted");
+    assert!(
+        run["message"].as_str().unwrap().starts_with("Interrupted"),
+        "{run}"
+    );
+    let n = |k: &str| run[k].as_u64().unwrap();
+    assert_eq!(
+        n("okta_users_read"),
+        n("records_processed") + n("users_skipped")
+    );
+    // Every record it counts as updated really reached Pendo.
+    assert_eq!(n("users_updated") as usize, pendo.records_received());
+    assert!(n("users_updated") > 0);
+}
+
+/// Sends a signal with kill(1).
+fn send_signal(pid: i32, sig: i32) -> i32 {
+    std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map_or(-1, |s| s.code().unwrap_or(-1))
+}

@@ -184,6 +184,7 @@ impl OktaClient {
             );
             tokio::time::sleep(pause).await;
         }
+        self.pacer.started();
         let sent = self
             .http
             .get(url.clone())

@@ -48,10 +48,18 @@ impl Budget {
 
     /// The pause before the next request, `since` after this budget was observed.
     pub fn delay(&self, share: f64, since: Duration) -> Duration {
+        match self.pause(share, since) {
+            Pause::None => Duration::ZERO,
+            Pause::Spacing(d) | Pause::UntilReset(d) => d,
+        }
+    }
+
+    /// The pause before the next request and its kind.
+    pub fn pause(&self, share: f64, since: Duration) -> Pause {
         if self.limit == 0 {
             // The concurrency kind of limit (limit and remaining 0) only comes with a 429,
             // which waits for the reset itself.
-            return Duration::ZERO;
+            return Pause::None;
         }
         // `Date` has whole seconds: the server's clock was somewhere in
         // [server_now, server_now + 1), so the window has between `secs - 1` and `secs` left.
@@ -64,22 +72,43 @@ impl Budget {
             return Duration::from_secs(secs)
                 .checked_sub(since)
                 .filter(|d| !d.is_zero())
-                .map_or(Duration::ZERO, |left| left + Duration::from_secs(1));
+                .map_or(Pause::None, |left| {
+                    Pause::UntilReset(left + Duration::from_secs(1))
+                });
         }
         // Spread what is usable over the shortest the window can be: a little fast is safe, as
         // the share running out waits for the reset above.
         match Duration::from_secs(secs.saturating_sub(1)).checked_sub(since) {
-            Some(left) if !left.is_zero() => left / u32::try_from(usable).unwrap_or(u32::MAX),
-            _ => Duration::ZERO,
+            Some(left) if !left.is_zero() => {
+                Pause::Spacing(left / u32::try_from(usable).unwrap_or(u32::MAX))
+            }
+            _ => Pause::None,
         }
     }
+}
+
+/// What the budget asks of the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Go ahead.
+    None,
+    /// Keep at least this long between the starts of consecutive requests.
+    Spacing(Duration),
+    /// Our share is spent: wait this long from now.
+    UntilReset(Duration),
 }
 
 /// Paces one client's requests from the budget its responses report.
 #[derive(Debug)]
 pub struct Pacer {
     share: f64,
-    last: Mutex<Option<(Budget, Instant)>>,
+    state: Mutex<PacerState>,
+}
+
+#[derive(Debug, Default)]
+struct PacerState {
+    last: Option<(Budget, Instant)>,
+    last_start: Option<Instant>,
 }
 
 impl Pacer {
@@ -87,23 +116,40 @@ impl Pacer {
     pub fn new(share: f64) -> Self {
         Pacer {
             share: share.clamp(f64::MIN_POSITIVE, 1.0),
-            last: Mutex::new(None),
+            state: Mutex::new(PacerState::default()),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes the budget a response reported.
     pub fn observe(&self, headers: &HeaderMap) {
         if let Some(budget) = Budget::from_headers(headers) {
-            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((budget, Instant::now()));
+            self.state().last = Some((budget, Instant::now()));
         }
     }
 
-    /// How long to wait before the next request.
+    /// How long to wait before the next request. Spacing counts from the previous request's
+    /// start, so time spent waiting for its answer is not waited again.
     pub fn delay(&self) -> Duration {
-        match *self.last.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((budget, at)) => budget.delay(self.share, at.elapsed()),
-            None => Duration::ZERO,
+        let st = self.state();
+        let Some((budget, at)) = st.last else {
+            return Duration::ZERO;
+        };
+        match budget.pause(self.share, at.elapsed()) {
+            Pause::None => Duration::ZERO,
+            Pause::UntilReset(d) => d,
+            Pause::Spacing(d) => st
+                .last_start
+                .map_or(d, |start| d.saturating_sub(start.elapsed())),
         }
+    }
+
+    /// Notes that a request starts now.
+    pub fn started(&self) {
+        self.state().last_start = Some(Instant::now());
     }
 }
 

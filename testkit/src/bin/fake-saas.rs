@@ -43,6 +43,16 @@ struct Args {
     /// Every K-th generated user (indices K-1, 2K-1, ...) is missing in Pendo (by login).
     #[arg(long)]
     missing_every: Option<usize>,
+    /// The org's rate-limit budget per window, as sent in `x-rate-limit-limit`. Real orgs
+    /// commonly have 600 a minute for `/api/v1/users`.
+    #[arg(long, default_value_t = 600)]
+    rate_limit: u32,
+    /// Enforce the budget: answer 429 to requests beyond `--rate-limit` in a window.
+    #[arg(long)]
+    enforce_budget: bool,
+    /// The rate-limit window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    window_secs: u64,
     /// Exit by itself after this many seconds.
     #[arg(long, default_value_t = 3600)]
     exit_after_secs: u64,
@@ -77,6 +87,9 @@ async fn run(args: Args) -> std::io::Result<()> {
             token: args.okta_token,
             users: UserSource::Generated(args.users),
             page_delay: Duration::from_millis(args.page_delay_ms),
+            rate_limit: args.rate_limit,
+            budget_per_minute: args.enforce_budget.then_some(args.rate_limit),
+            budget_window: Duration::from_secs(args.window_secs.max(1)),
             ..OktaOptions::default()
         },
     )
@@ -105,6 +118,7 @@ async fn run(args: Args) -> std::io::Result<()> {
 
     let counters = serde_json::json!({
         "okta_requests": okta.request_count(),
+        "okta_429s": okta.rate_limited_count(),
         "pendo_posts": pendo.post_count(),
         "records_received": pendo.records_received(),
     });
