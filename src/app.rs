@@ -10,9 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Loaded, Settings};
+use crate::daemon::{Daemon, SyncJob};
+use crate::metrics::Metrics;
 use crate::okta::OktaClient;
 use crate::pendo::PendoClient;
 use crate::report::{RunRecord, Trigger, count};
+use crate::schedule::{Clock, SystemClock};
+use crate::server;
 use crate::shutdown;
 use crate::state::State;
 use crate::sync::{self, Clients, RunOptions};
@@ -73,13 +77,14 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         | Command::History { .. }
         | Command::Check => Target::Stderr,
-        Command::Sync { .. } => Target::Stdout,
+        Command::Sync { .. } | Command::Run => Target::Stdout,
     };
-    telemetry::init(&settings.log, log_target);
+    let _log_guard = telemetry::init(&settings.log, log_target);
     for w in &warnings {
         tracing::warn!("{w}");
     }
     match cli.command {
+        Command::Run => daemon(path, settings).await,
         Command::Sync {
             dry_run,
             full: _,
@@ -91,7 +96,7 @@ async fn dispatch(cli: Cli) -> i32 {
 }
 
 /// Builds the two clients from the settings.
-pub fn clients(settings: &Settings) -> Result<Clients, String> {
+pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, String> {
     let http = |t: crate::config::Timeouts| {
         crate::http::client(t.connect, t.request)
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))
@@ -101,12 +106,14 @@ pub fn clients(settings: &Settings) -> Result<Clients, String> {
             http(settings.okta.timeouts)?,
             &settings.okta,
             settings.retry,
+            metrics.clone(),
         )),
         pendo: Arc::new(PendoClient::new(
             http(settings.pendo.timeouts)?,
             &settings.pendo,
             settings.sync.create_missing_visitors,
             settings.retry,
+            metrics,
         )),
     })
 }
@@ -119,7 +126,7 @@ async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) ->
             return EXIT_FAILURE;
         }
     };
-    let clients = match clients(settings) {
+    let clients = match clients(settings, Arc::new(Metrics::new())) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");
@@ -163,6 +170,47 @@ async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) ->
     log_summary(&record);
     signals.abort();
     record.exit_code()
+}
+
+/// `run`: the daemon, until SIGTERM/SIGINT.
+async fn daemon(path: PathBuf, settings: Settings) -> i32 {
+    let state = match State::open(&settings.state.path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let stop = CancellationToken::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let signals = shutdown::watch_with_reload(stop.clone(), reload_tx);
+    let server = match settings.server {
+        None => None,
+        Some(addr) => {
+            match server::bind(addr, metrics.clone(), clock.clone(), stop.clone()).await {
+                Ok((local, serve)) => {
+                    tracing::info!("serving /healthz and /metrics on http://{local}");
+                    Some(tokio::spawn(serve))
+                }
+                Err(e) => {
+                    tracing::error!("cannot listen on {addr} (server.listen): {e}");
+                    return EXIT_FAILURE;
+                }
+            }
+        }
+    };
+    let job = SyncJob::new(state, metrics.clone());
+    Daemon::new(path, settings, clock, metrics, job)
+        .run(reload_rx, stop.clone())
+        .await;
+    stop.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    signals.abort();
+    EXIT_OK
 }
 
 /// Creates (or truncates) a file readable by its owner only: dry-run output holds user data.
@@ -290,7 +338,7 @@ pub fn write_history_table(
 async fn check(path: &Path, settings: &Settings) -> i32 {
     let mut ok = true;
     println!("{:<7} {:<5} {}", "config", "ok", path.display());
-    let clients = match clients(settings) {
+    let clients = match clients(settings, Arc::new(Metrics::new())) {
         Ok(c) => c,
         Err(e) => {
             println!("{:<7} {:<5} {e}", "http", "FAIL");

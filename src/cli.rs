@@ -18,6 +18,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: sync on the schedule until SIGTERM/SIGINT; SIGHUP reloads the config
+    Run,
     /// Run one sync now, then exit (exit code 1 if it failed or was partial)
     Sync {
         /// Read Okta and compute the payloads, push nothing; write them as JSON lines

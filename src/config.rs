@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::mapping::{AttributePath, FieldMapping, Mapping, OnNull, ValueType};
 use crate::retry::RetryPolicy;
+use crate::schedule::{CronSchedule, ScheduleError};
 
 /// Environment variables starting with this prefix (then `__SECTION__KEY`) override the file.
 pub const ENV_PREFIX: &str = "OKTA_PENDO_SYNC";
@@ -55,6 +56,13 @@ pub const KEYS: &[&str] = &[
     "state.path",
     "log.level",
     "log.format",
+    "log.directory",
+    "log.max_files",
+    "schedule.cron",
+    "schedule.timezone",
+    "schedule.run_on_start",
+    "schedule.catch_up",
+    "server.listen",
     "retry.max_attempts",
     "retry.base_delay",
     "retry.max_delay",
@@ -72,6 +80,20 @@ pub struct Settings {
     pub log: LogSettings,
     /// How both clients retry.
     pub retry: RetryPolicy,
+    /// When the daemon runs.
+    pub schedule: ScheduleSettings,
+    /// Where the daemon serves `/healthz` and `/metrics`, if anywhere.
+    pub server: Option<std::net::SocketAddr>,
+}
+
+/// The daemon's schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSettings {
+    pub cron: CronSchedule,
+    /// Run once right after the daemon starts.
+    pub run_on_start: bool,
+    /// On start, run once if a scheduled run was missed while the daemon was down.
+    pub catch_up: bool,
 }
 
 /// Where and how to read users.
@@ -194,6 +216,10 @@ pub struct LogSettings {
     /// A `tracing` filter directive such as `info` or `okta_pendo_sync=debug`.
     pub level: String,
     pub format: LogFormat,
+    /// Also write daily-rotated files here.
+    pub directory: Option<PathBuf>,
+    /// How many daily files to keep.
+    pub max_files: usize,
 }
 
 /// The shape of log lines.
@@ -539,6 +565,8 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
     let mut state_s = Section::new(&mut root, "state", problems);
     let mut log_s = Section::new(&mut root, "log", problems);
     let mut retry_s = Section::new(&mut root, "retry", problems);
+    let mut schedule_s = Section::new(&mut root, "schedule", problems);
+    let mut server_s = Section::new(&mut root, "server", problems);
     for (key, value) in root {
         problems.push(Problem {
             key,
@@ -565,6 +593,10 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
     log_s.finish(problems);
     let retry = retry_settings(&mut retry_s, problems);
     retry_s.finish(problems);
+    let schedule = schedule_settings(&mut schedule_s, problems);
+    schedule_s.finish(problems);
+    let server = server_settings(&mut server_s, problems);
+    server_s.finish(problems);
 
     Some(Settings {
         okta: okta?,
@@ -574,6 +606,8 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
         state,
         log: log?,
         retry: retry?,
+        schedule: schedule?,
+        server: server?,
     })
 }
 
@@ -1008,11 +1042,84 @@ fn log_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<LogSetti
             None
         }
     };
+    let directory = s.take::<PathBuf>("directory", problems);
+    let max_files = match s.take::<i64>("max_files", problems) {
+        None => Some(14),
+        Some(n @ 1..=3650) => Some(n as usize),
+        Some(n) => {
+            s.problem(
+                problems,
+                "max_files",
+                format!("must be between 1 and 3650, not {n}"),
+            );
+            None
+        }
+    };
     level_ok.then_some(())?;
     Some(LogSettings {
         level,
         format: format?,
+        directory,
+        max_files: max_files?,
     })
+}
+
+fn schedule_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<ScheduleSettings> {
+    let cron = s.take::<String>("cron", problems);
+    let tz = s.take::<String>("timezone", problems);
+    let run_on_start = s.take::<bool>("run_on_start", problems).unwrap_or(false);
+    let catch_up = s.take::<bool>("catch_up", problems).unwrap_or(true);
+    let schedule = match (cron, tz) {
+        (None, None) => Some(CronSchedule::default_weekly()),
+        (cron, tz) => {
+            let cron = cron.unwrap_or_else(|| crate::schedule::DEFAULT_CRON.to_owned());
+            let tz = tz.unwrap_or_else(|| "UTC".to_owned());
+            match CronSchedule::parse(&cron, &tz) {
+                Ok(c) => Some(c),
+                Err(e @ ScheduleError::Zone(_)) => {
+                    s.problem(problems, "timezone", e.to_string());
+                    None
+                }
+                Err(e) => {
+                    s.problem(problems, "cron", e.to_string());
+                    None
+                }
+            }
+        }
+    };
+    Some(ScheduleSettings {
+        cron: schedule?,
+        run_on_start,
+        catch_up,
+    })
+}
+
+/// `host:port`, or just a port (then on loopback).
+fn server_settings(
+    s: &mut Section,
+    problems: &mut Vec<Problem>,
+) -> Option<Option<std::net::SocketAddr>> {
+    let Some(raw) = s.take::<String>("listen", problems) else {
+        return Some(None);
+    };
+    let raw = raw.trim();
+    let parsed = raw.parse::<std::net::SocketAddr>().ok().or_else(|| {
+        raw.trim_start_matches(':')
+            .parse::<u16>()
+            .ok()
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    });
+    match parsed {
+        Some(addr) => Some(Some(addr)),
+        None => {
+            s.problem(
+                problems,
+                "listen",
+                format!("\"{raw}\" is not an address like \"127.0.0.1:9184\" or a port"),
+            );
+            None
+        }
+    }
 }
 
 /// Parses a service URL: `https://`, or `http://` for loopback hosts only; no path, query or

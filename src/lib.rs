@@ -6,6 +6,8 @@
 //! [`sync`] wires that pipeline; [`config`] turns the TOML file and environment into validated
 //! settings; [`app`] and [`cli`] are the command line; [`retry`] is the back-off both clients
 //! share; [`http`] what else they share; [`telemetry`] the logs; [`shutdown`] the signals.
+//! [`daemon`] runs syncs on the [`schedule`] and, with [`server`], serves health and
+//! [`metrics`].
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -13,12 +15,16 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod okta;
 pub mod pendo;
 pub mod report;
 pub mod retry;
+pub mod schedule;
+pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod sync;

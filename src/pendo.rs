@@ -7,8 +7,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use std::sync::Arc;
+
 use crate::config::PendoSettings;
 use crate::http;
+use crate::metrics::{Metrics, Service};
 use crate::retry::{Attempt, RetryPolicy, with_retry};
 
 const KEY_HEADER: &str = "x-pendo-integration-key";
@@ -82,6 +85,7 @@ pub struct PendoClient {
     push_url: Url,
     key: SecretString,
     retry: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for PendoClient {
@@ -99,6 +103,7 @@ impl PendoClient {
         settings: &PendoSettings,
         create_missing: bool,
         retry: RetryPolicy,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let mut push_url = settings.base_url.clone();
         if let Ok(mut segs) = push_url.path_segments_mut() {
@@ -120,25 +125,35 @@ impl PendoClient {
             push_url,
             key: settings.integration_key.clone(),
             retry,
+            metrics,
         }
     }
 
     /// Pushes one serialized batch. A 408 is returned at once (the caller splits the batch).
     pub async fn push(&self, body: bytes::Bytes) -> Result<PushResponse, PendoError> {
-        with_retry(&self.retry, "pendo push", || async {
-            let request = self
-                .http
-                .post(self.push_url.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            self.attempt(request, |bytes, status| {
-                serde_json::from_slice::<PushResponse>(bytes).map_err(|e| PendoError::Malformed {
-                    status,
-                    detail: format!("expected {{total, updated, failed, missing, errors}}: {e}"),
+        with_retry(
+            &self.retry,
+            "pendo push",
+            || self.metrics.retry(Service::Pendo),
+            || async {
+                let request = self
+                    .http
+                    .post(self.push_url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+                self.attempt(request, |bytes, status| {
+                    serde_json::from_slice::<PushResponse>(bytes).map_err(|e| {
+                        PendoError::Malformed {
+                            status,
+                            detail: format!(
+                                "expected {{total, updated, failed, missing, errors}}: {e}"
+                            ),
+                        }
+                    })
                 })
-            })
-            .await
-        })
+                .await
+            },
+        )
         .await
     }
 
@@ -149,15 +164,20 @@ impl PendoClient {
             segs.clear()
                 .extend(["api", "v1", "metadata", "schema", "visitor"]);
         }
-        with_retry(&self.retry, "pendo schema", || async {
-            self.attempt(self.http.get(url.clone()), |bytes, status| {
-                serde_json::from_slice(bytes).map_err(|e| PendoError::Malformed {
-                    status,
-                    detail: e.to_string(),
+        with_retry(
+            &self.retry,
+            "pendo schema",
+            || self.metrics.retry(Service::Pendo),
+            || async {
+                self.attempt(self.http.get(url.clone()), |bytes, status| {
+                    serde_json::from_slice(bytes).map_err(|e| PendoError::Malformed {
+                        status,
+                        detail: e.to_string(),
+                    })
                 })
-            })
-            .await
-        })
+                .await
+            },
+        )
         .await
     }
 
@@ -181,7 +201,12 @@ impl PendoClient {
                 error,
             }
         };
-        let response = match request.header(KEY_HEADER, key).send().await {
+        let sent = request.header(KEY_HEADER, key).send().await;
+        self.metrics.request(
+            Service::Pendo,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+        );
+        let response = match sent {
             Ok(r) => r,
             Err(e) => return network(http::describe(&e)),
         };

@@ -59,9 +59,11 @@ pub enum Attempt<T, E> {
 }
 
 /// Runs `attempt` until it is done or the policy's attempts are used up; then the last error.
+/// `on_retry` is called before each retry (for metrics).
 pub async fn with_retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
+    on_retry: impl Fn(),
     mut attempt: F,
 ) -> Result<T, E>
 where
@@ -111,6 +113,7 @@ where
             "retrying in {:.1} s: {reason}",
             wait.as_secs_f64()
         );
+        on_retry();
         tokio::time::sleep(wait).await;
     }
 }
@@ -138,16 +141,21 @@ mod tests {
     async fn stops_after_max_attempts_with_last_error() {
         let p = RetryPolicy::default();
         let mut n = 0;
-        let r: Result<(), u32> = with_retry(&p, "t", || {
-            n += 1;
-            let k = n;
-            async move {
-                Attempt::Retry {
-                    error: k,
-                    reason: "flaky".into(),
+        let r: Result<(), u32> = with_retry(
+            &p,
+            "t",
+            || (),
+            || {
+                n += 1;
+                let k = n;
+                async move {
+                    Attempt::Retry {
+                        error: k,
+                        reason: "flaky".into(),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(r, Err(5));
         assert_eq!(n, 5);
@@ -162,17 +170,22 @@ mod tests {
         };
         let start = tokio::time::Instant::now();
         let mut n = 0;
-        let r: Result<(), u32> = with_retry(&p, "t", || {
-            n += 1;
-            let k = n;
-            async move {
-                Attempt::Wait {
-                    error: k,
-                    wait: Duration::from_secs(7),
-                    reason: "429".into(),
+        let r: Result<(), u32> = with_retry(
+            &p,
+            "t",
+            || (),
+            || {
+                n += 1;
+                let k = n;
+                async move {
+                    Attempt::Wait {
+                        error: k,
+                        wait: Duration::from_secs(7),
+                        reason: "429".into(),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         // Waits use no attempt (2 allowed), but a third wait would end at 21 s > 20 s.
         assert_eq!(r, Err(3));
@@ -184,21 +197,26 @@ mod tests {
         let p = RetryPolicy::default();
         let start = tokio::time::Instant::now();
         let mut n = 0;
-        let r: Result<u32, ()> = with_retry(&p, "t", || {
-            n += 1;
-            let k = n;
-            async move {
-                if k < 3 {
-                    Attempt::Wait {
-                        error: (),
-                        wait: Duration::from_secs(7),
-                        reason: "429".into(),
+        let r: Result<u32, ()> = with_retry(
+            &p,
+            "t",
+            || (),
+            || {
+                n += 1;
+                let k = n;
+                async move {
+                    if k < 3 {
+                        Attempt::Wait {
+                            error: (),
+                            wait: Duration::from_secs(7),
+                            reason: "429".into(),
+                        }
+                    } else {
+                        Attempt::Done(Ok(k))
                     }
-                } else {
-                    Attempt::Done(Ok(k))
                 }
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(r, Ok(3));
         assert_eq!(start.elapsed(), Duration::from_secs(14));

@@ -1,49 +1,95 @@
 //! Logging: `tracing` to stdout (or stderr when stdout carries data), as text or JSON lines,
-//! filtered by `RUST_LOG` when set, else by `log.level`.
+//! filtered by `RUST_LOG` when set, else by `log.level`; and, with `log.directory`, the same
+//! lines in daily-rotated files of which `log.max_files` are kept.
 
-use tracing_subscriber::EnvFilter;
+use std::io::IsTerminal;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Where log lines go.
+/// Where the console log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Stdout,
-    /// Used when stdout carries a command's data (a dry run's JSON lines).
+    /// Used when stdout carries a command's data (a dry run's JSON lines, `history`).
     Stderr,
 }
 
-/// Installs the global subscriber. Calling it again is harmless (the first one stays).
-pub fn init(log: &LogSettings, target: Target) {
-    let filter = std::env::var("RUST_LOG")
+/// Keeps the file writer flushing; drop it last.
+#[must_use = "log files stop being written when the guard is dropped"]
+pub struct Guard(#[allow(dead_code)] Option<WorkerGuard>);
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+fn layer<W>(log: &LogSettings, writer: W, ansi: bool) -> BoxedLayer
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer()
+        .with_target(true)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match log.format {
+        LogFormat::Text => base.with_filter(filter(log)).boxed(),
+        LogFormat::Json => base
+            .json()
+            .flatten_event(true)
+            .with_filter(filter(log))
+            .boxed(),
+    }
+}
+
+/// `RUST_LOG` when set and valid, else `log.level`.
+fn filter(log: &LogSettings) -> EnvFilter {
+    std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
         .and_then(|v| EnvFilter::builder().parse(v).ok())
         .or_else(|| EnvFilter::builder().parse(&log.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let ansi = match target {
-        Target::Stdout => std::io::stdout().is_terminal(),
-        Target::Stderr => std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_ansi(ansi);
-    let result = match (log.format, target) {
-        (LogFormat::Text, Target::Stdout) => builder.with_writer(std::io::stdout).try_init(),
-        (LogFormat::Text, Target::Stderr) => builder.with_writer(std::io::stderr).try_init(),
-        (LogFormat::Json, Target::Stdout) => builder
-            .json()
-            .flatten_event(true)
-            .with_writer(std::io::stdout)
-            .try_init(),
-        (LogFormat::Json, Target::Stderr) => builder
-            .json()
-            .flatten_event(true)
-            .with_writer(std::io::stderr)
-            .try_init(),
-    };
-    // Already installed (a second command in one process): keep the first.
-    drop(result);
+        .unwrap_or_else(|| EnvFilter::new("info"))
+}
+
+/// Installs the global subscriber. Calling it again is harmless (the first one stays). A log
+/// folder that cannot be used is reported and logging goes on to the console.
+pub fn init(log: &LogSettings, target: Target) -> Guard {
+    let mut layers = vec![match target {
+        Target::Stdout => layer(log, std::io::stdout, std::io::stdout().is_terminal()),
+        Target::Stderr => layer(log, std::io::stderr, std::io::stderr().is_terminal()),
+    }];
+    let mut guard = None;
+    let mut file_error = None;
+    if let Some(dir) = &log.directory {
+        let appender = RollingFileAppender::builder()
+            .rotation(Rotation::DAILY)
+            .filename_prefix("okta-pendo-sync")
+            .filename_suffix("log")
+            .max_log_files(log.max_files)
+            .build(dir);
+        match appender {
+            Ok(appender) => {
+                let (writer, g) = tracing_appender::non_blocking(appender);
+                guard = Some(g);
+                layers.push(layer(log, writer, false));
+            }
+            Err(e) => {
+                file_error = Some(format!(
+                    "cannot write log files in {}: {e}; logging to the console only",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    let installed = tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_ok();
+    if let (true, Some(e)) = (installed, file_error) {
+        tracing::warn!("{e}");
+    }
+    Guard(guard)
 }

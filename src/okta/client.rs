@@ -11,9 +11,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
+use std::sync::Arc;
+
 use super::pacer::Budget;
 use crate::config::{OktaSettings, UserScope};
 use crate::http;
+use crate::metrics::{Metrics, Service};
 use crate::retry::{Attempt, RetryPolicy, with_retry};
 
 /// The largest page body accepted (200 large user objects fit many times over).
@@ -91,6 +94,7 @@ pub struct OktaClient {
     retry: RetryPolicy,
     page_size: u32,
     pacer: super::pacer::Pacer,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for OktaClient {
@@ -103,7 +107,12 @@ impl std::fmt::Debug for OktaClient {
 }
 
 impl OktaClient {
-    pub fn new(http: reqwest::Client, settings: &OktaSettings, retry: RetryPolicy) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        settings: &OktaSettings,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         OktaClient {
             http,
             org: settings.org_url.clone(),
@@ -111,6 +120,7 @@ impl OktaClient {
             retry,
             page_size: settings.page_size,
             pacer: super::pacer::Pacer::new(settings.rate_limit_share),
+            metrics,
         }
     }
 
@@ -152,7 +162,13 @@ impl OktaClient {
     /// Fetches one page, retrying what is transient.
     pub async fn page(&self, url: &Url) -> Result<Page, OktaError> {
         let path = url.path().to_owned();
-        with_retry(&self.retry, "okta page", || self.try_page(url, &path)).await
+        with_retry(
+            &self.retry,
+            "okta page",
+            || self.metrics.retry(Service::Okta),
+            || self.try_page(url, &path),
+        )
+        .await
     }
 
     /// One cheap authenticated call (`GET /api/v1/users?limit=1`), for `check`.
@@ -192,6 +208,10 @@ impl OktaClient {
             .header(ACCEPT, "application/json")
             .send()
             .await;
+        self.metrics.request(
+            Service::Okta,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+        );
         let response = match sent {
             Ok(r) => r,
             Err(e) => {

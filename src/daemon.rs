@@ -1,0 +1,302 @@
+//! The daemon (`okta-pendo-sync run`): syncs on the schedule until SIGTERM/SIGINT.
+//!
+//! One loop, one fire at a time: compute the next fire in the schedule's zone, sleep toward it
+//! in slices of at most a minute (noticing a changed config file, SIGHUP, a finished run or a
+//! stop on the way), then start the run unless one is still going (that fire is skipped, logged
+//! and counted). A new configuration, from SIGHUP or from an edited file, is validated like at
+//! start; a bad one is logged with its errors and the running one kept. Runs themselves are a
+//! [`Job`], so tests can drive the loop on paused time with a stand-in.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Settings};
+use crate::metrics::Metrics;
+use crate::report::Trigger;
+use crate::schedule::{Clock, sleep_slice};
+use crate::state::State;
+
+/// The longest the loop sleeps before looking around again.
+pub const SLICE: Duration = Duration::from_secs(60);
+
+/// One run of the sync, as the daemon starts it.
+pub trait Job: Send + Sync + 'static {
+    /// Runs (and records) one sync with these settings. Cancelling `cancel` interrupts it.
+    fn run(
+        self: Arc<Self>,
+        settings: Arc<Settings>,
+        trigger: Trigger,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, ()>;
+
+    /// When the last recorded run started, for catch-up.
+    fn last_run_started(&self) -> Option<DateTime<Utc>>;
+}
+
+/// The daemon's state between fires.
+pub struct Daemon {
+    config_path: PathBuf,
+    settings: Arc<Settings>,
+    /// A digest of the config file as last read (loaded or rejected), to notice edits.
+    config_digest: Option<u64>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    job: Arc<dyn Job>,
+}
+
+impl Daemon {
+    pub fn new(
+        config_path: PathBuf,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        job: Arc<dyn Job>,
+    ) -> Self {
+        let config_digest = digest(&config_path);
+        Daemon {
+            config_path,
+            settings: Arc::new(settings),
+            config_digest,
+            clock,
+            metrics,
+            job,
+        }
+    }
+
+    /// Runs until `stop` fires; then lets a running sync finish its grace period and returns.
+    pub async fn run(mut self, mut reload: mpsc::Receiver<()>, stop: CancellationToken) {
+        let mut running: Option<JoinHandle<()>> = None;
+        self.metrics.beat(self.clock.now());
+        let sched = &self.settings.schedule;
+        tracing::info!(
+            schedule = sched.cron.expr(),
+            timezone = %sched.cron.zone(),
+            "started"
+        );
+        if sched.run_on_start {
+            tracing::info!("running once at start (schedule.run_on_start)");
+            running = Some(self.start(Trigger::Startup, &stop));
+        } else if sched.catch_up
+            && let Some(why) = self.missed_run()
+        {
+            tracing::info!("{why}: running once now (schedule.catch_up)");
+            running = Some(self.start(Trigger::Schedule, &stop));
+        }
+
+        'schedule: loop {
+            let next = self.settings.schedule.cron.next_after(self.clock.now());
+            self.metrics.next_run(next);
+            match next {
+                Some(t) => tracing::info!(
+                    next_run = %t.to_rfc3339(),
+                    "next run at {}",
+                    self.settings.schedule.cron.local(t)
+                ),
+                None => tracing::warn!("the schedule has no next fire time"),
+            }
+            // Sleep toward the fire, looking around at least once a minute.
+            loop {
+                let now = self.clock.now();
+                self.metrics.beat(now);
+                if next.is_some_and(|t| now >= t) {
+                    break;
+                }
+                let slice = next.map_or(SLICE, |t| sleep_slice(now, t, SLICE));
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => break 'schedule,
+                    Some(()) = reload.recv() => {
+                        self.reload("SIGHUP");
+                        continue 'schedule;
+                    }
+                    () = finished(&mut running) => {
+                        if let Some(t) = next {
+                            tracing::info!(next_run = %t.to_rfc3339(), "next run at {}", self.settings.schedule.cron.local(t));
+                        }
+                    }
+                    () = tokio::time::sleep(slice) => {
+                        if self.config_changed() {
+                            self.reload("the config file changed");
+                            continue 'schedule;
+                        }
+                    }
+                }
+            }
+            // The fire. An edited file applies from this run on.
+            if self.config_changed() {
+                self.reload("the config file changed");
+            }
+            if running.as_ref().is_some_and(|h| !h.is_finished()) {
+                tracing::warn!(
+                    "a scheduled run is due but the previous one is still going: skipping this one"
+                );
+                self.metrics.skipped_fire();
+            } else {
+                running = Some(self.start(Trigger::Schedule, &stop));
+            }
+        }
+
+        if let Some(handle) = running.take() {
+            tracing::info!("waiting for the running sync to finish its grace period");
+            let _ = handle.await;
+        }
+        tracing::info!("stopped");
+    }
+
+    fn start(&self, trigger: Trigger, stop: &CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(
+            self.job
+                .clone()
+                .run(self.settings.clone(), trigger, stop.child_token()),
+        )
+    }
+
+    /// Why a run is due at start, if one is: none recorded, or the last one older than the
+    /// schedule's previous fire.
+    fn missed_run(&self) -> Option<String> {
+        let now = self.clock.now();
+        let cron = &self.settings.schedule.cron;
+        let previous = cron.previous_at_or_before(now)?;
+        match self.job.last_run_started() {
+            None => Some("no run is recorded yet".to_owned()),
+            Some(last) if last < previous => Some(format!(
+                "a scheduled run was missed while the daemon was down (due {}, last run {})",
+                cron.local(previous),
+                cron.local(last)
+            )),
+            Some(_) => None,
+        }
+    }
+
+    fn config_changed(&self) -> bool {
+        digest(&self.config_path) != self.config_digest
+    }
+
+    /// Loads the config again; a valid one replaces the running one, a bad one is logged and
+    /// the running one kept.
+    fn reload(&mut self, why: &str) {
+        self.config_digest = digest(&self.config_path);
+        match config::load(&self.config_path) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                let new = loaded.settings;
+                let old = &self.settings;
+                let mut restart = Vec::new();
+                if new.state.path != old.state.path {
+                    restart.push("state.path");
+                }
+                if new.server != old.server {
+                    restart.push("[server]");
+                }
+                if new.log.directory != old.log.directory
+                    || new.log.format != old.log.format
+                    || new.log.level != old.log.level
+                    || new.log.max_files != old.log.max_files
+                {
+                    restart.push("[log]");
+                }
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        "{} changed: that takes a restart; the rest applies now",
+                        restart.join(", ")
+                    );
+                }
+                tracing::info!("configuration reloaded ({why}); it applies from the next run");
+                self.settings = Arc::new(new);
+            }
+            Err(e) => {
+                tracing::error!("configuration not reloaded ({why}); keeping the running one. {e}");
+            }
+        }
+    }
+}
+
+/// Resolves when the running job (if any) finishes, and clears it; pending forever otherwise.
+async fn finished(running: &mut Option<JoinHandle<()>>) {
+    match running {
+        Some(handle) => {
+            let _ = handle.await;
+            *running = None;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A digest of the file's bytes (`None` when unreadable).
+fn digest(path: &std::path::Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+/// The real job: a sync with fresh clients, stored in the state database and counted in the
+/// metrics.
+pub struct SyncJob {
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+}
+
+impl SyncJob {
+    pub fn new(state: State, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(SyncJob {
+            state: Mutex::new(state),
+            metrics,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Job for SyncJob {
+    fn run(
+        self: Arc<Self>,
+        settings: Arc<Settings>,
+        trigger: Trigger,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
+        let this = self;
+        Box::pin(async move {
+            let clients = match crate::app::clients(&settings, this.metrics.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return;
+                }
+            };
+            let opts = crate::sync::RunOptions {
+                trigger,
+                dry_run: false,
+                grace: settings.sync.shutdown_grace,
+            };
+            let mut record = crate::sync::run(&settings, &clients, opts, None, cancel).await;
+            let stored = this.state().insert_run(&record);
+            match stored {
+                Ok(id) => record.id = id,
+                Err(e) => tracing::error!("the run finished but could not be recorded: {e}"),
+            }
+            this.metrics.run_finished(&record);
+            crate::app::log_summary(&record);
+        })
+    }
+
+    fn last_run_started(&self) -> Option<DateTime<Utc>> {
+        let last = self.state().last_run().ok().flatten()?;
+        DateTime::from_timestamp(
+            last.started_at.unix_timestamp(),
+            last.started_at.nanosecond(),
+        )
+    }
+}
