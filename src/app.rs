@@ -87,9 +87,9 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run => daemon(path, settings).await,
         Command::Sync {
             dry_run,
-            full: _,
+            full,
             output,
-        } => sync_once(&settings, dry_run, output.as_deref()).await,
+        } => sync_once(&settings, dry_run, full, output.as_deref()).await,
         Command::History { limit, json } => history(&settings, limit, json),
         Command::Check => check(&path, &settings).await,
     }
@@ -118,9 +118,9 @@ pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, St
     })
 }
 
-async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) -> i32 {
-    let mut state = match State::open(&settings.state.path) {
-        Ok(s) => s,
+async fn sync_once(settings: &Settings, dry_run: bool, full: bool, output: Option<&Path>) -> i32 {
+    let state = match State::open(&settings.state.path) {
+        Ok(s) => std::sync::Mutex::new(s),
         Err(e) => {
             tracing::error!("{e}");
             return EXIT_FAILURE;
@@ -151,15 +151,21 @@ async fn sync_once(settings: &Settings, dry_run: bool, output: Option<&Path>) ->
         trigger: Trigger::Manual,
         dry_run,
         grace: settings.sync.shutdown_grace,
+        force_full: full,
     };
     let cancel = CancellationToken::new();
     let signals = shutdown::watch(cancel.clone());
-    let mut record = match sink.as_mut() {
-        Some(w) => sync::run(settings, &clients, opts, Some(&mut **w), cancel).await,
-        None => sync::run(settings, &clients, opts, None, cancel).await,
+    let outcome = match sink.as_mut() {
+        Some(w) => sync::run(settings, &clients, opts, Some(&mut **w), cancel, &state).await,
+        None => sync::run(settings, &clients, opts, None, cancel, &state).await,
     };
     drop(sink);
-    match state.insert_run(&record) {
+    let mut record = outcome.record;
+    let stored = state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .finish_run(&record, outcome.reached.as_ref());
+    match stored {
         Ok(id) => record.id = id,
         Err(e) => {
             tracing::error!("the run finished but could not be recorded: {e}");

@@ -53,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "sync.create_missing_visitors",
     "sync.on_null",
     "sync.shutdown_grace",
+    "sync.full_sync_every",
     "state.path",
     "log.level",
     "log.format",
@@ -202,6 +203,8 @@ pub struct SyncSettings {
     pub on_null: OnNull,
     /// After SIGTERM/SIGINT, how long pushes in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// A run is full when the last full run is older than this.
+    pub full_sync_every: Duration,
 }
 
 /// The state database.
@@ -902,11 +905,18 @@ fn sync_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<SyncSet
         }
     };
     let shutdown_grace = duration(s, "shutdown_grace", Duration::from_secs(10), problems);
+    let full_sync_every = duration(
+        s,
+        "full_sync_every",
+        Duration::from_secs(7 * 24 * 3600),
+        problems,
+    );
     Some(SyncSettings {
         visitor_id_key: visitor_id_key?,
         create_missing_visitors: create_missing_visitors.unwrap_or(false),
         on_null: on_null?,
         shutdown_grace: shutdown_grace?,
+        full_sync_every: full_sync_every?,
     })
 }
 

@@ -280,9 +280,12 @@ impl Job for SyncJob {
                 trigger,
                 dry_run: false,
                 grace: settings.sync.shutdown_grace,
+                force_full: false,
             };
-            let mut record = crate::sync::run(&settings, &clients, opts, None, cancel).await;
-            let stored = this.state().insert_run(&record);
+            let outcome =
+                crate::sync::run(&settings, &clients, opts, None, cancel, &this.state).await;
+            let mut record = outcome.record;
+            let stored = this.state().finish_run(&record, outcome.reached.as_ref());
             match stored {
                 Ok(id) => record.id = id,
                 Err(e) => tracing::error!("the run finished but could not be recorded: {e}"),

@@ -124,6 +124,8 @@ pub struct Tally {
     pub batches_failed: u64,
     /// The last HTTP status of a failed request (0: no response).
     pub last_failure_status: Option<u16>,
+    /// Records in accepted batches whose update Pendo's counts did not confirm.
+    pub unconfirmed: u64,
 }
 
 impl Tally {

@@ -32,7 +32,29 @@ const MIGRATIONS: &[&str] = &[
         users_skipped INTEGER NOT NULL,
         errors TEXT NOT NULL
     );",
+    // 2: incremental runs: per visitor, a hash of the values last pushed successfully; and
+    // the run-wide sync point (cursor, mapping fingerprint, last full run).
+    "CREATE TABLE visitors (
+        visitor_id TEXT PRIMARY KEY,
+        hash INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_point (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
+
+/// Where incremental runs stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncPoint {
+    /// Users changed after this are read by the next incremental run (before the overlap).
+    pub cursor: Option<OffsetDateTime>,
+    /// A fingerprint of the mapping and everything else that shapes what is sent, as of the
+    /// last successful run.
+    pub fingerprint: Option<String>,
+    /// When the last successful full run started.
+    pub last_full: Option<OffsetDateTime>,
+}
 
 /// A failure of the state database, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -237,37 +259,95 @@ impl State {
         Ok(())
     }
 
+    /// Where incremental runs stand.
+    pub fn sync_point(&self) -> Result<SyncPoint, StateError> {
+        let get = |key: &str| -> Result<Option<String>, StateError> {
+            self.conn
+                .query_row("SELECT value FROM sync_point WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| self.query(e))
+        };
+        let time = |v: Option<String>| v.and_then(|v| OffsetDateTime::parse(&v, &Rfc3339).ok());
+        Ok(SyncPoint {
+            cursor: time(get("cursor")?),
+            fingerprint: get("fingerprint")?,
+            last_full: time(get("last_full")?),
+        })
+    }
+
+    /// The hash of the values last pushed successfully to `visitor_id`.
+    pub fn visitor_hash(&self, visitor_id: &str) -> Result<Option<u64>, StateError> {
+        self.conn
+            .prepare_cached("SELECT hash FROM visitors WHERE visitor_id = ?1")
+            .and_then(|mut st| {
+                st.query_row([visitor_id], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|h| h.map(|h| h as u64))
+            .map_err(|e| self.query(e))
+    }
+
+    /// Remembers what was pushed successfully, in one transaction.
+    pub fn store_hashes(&mut self, pushed: &[(String, u64)]) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let fail = |source| StateError::Query {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO visitors (visitor_id, hash) VALUES (?1, ?2)
+                     ON CONFLICT (visitor_id) DO UPDATE SET hash = excluded.hash",
+                )
+                .map_err(fail)?;
+            for (id, hash) in pushed {
+                st.execute(params![id, *hash as i64]).map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Stores a finished run and, when given, the sync point it reached, in one transaction.
+    pub fn finish_run(
+        &mut self,
+        r: &RunRecord,
+        reached: Option<&SyncPoint>,
+    ) -> Result<i64, StateError> {
+        let path = self.path.clone();
+        let fail = |source| StateError::Query {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        let id = insert_run(&tx, r).map_err(fail)?;
+        if let Some(p) = reached {
+            let set = |key: &str, value: Option<String>| -> rusqlite::Result<()> {
+                match value {
+                    Some(v) => tx
+                        .execute(
+                            "INSERT INTO sync_point (key, value) VALUES (?1, ?2)
+                             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            params![key, v],
+                        )
+                        .map(|_| ()),
+                    None => Ok(()),
+                }
+            };
+            set("cursor", p.cursor.map(rfc3339)).map_err(fail)?;
+            set("fingerprint", p.fingerprint.clone()).map_err(fail)?;
+            set("last_full", p.last_full.map(rfc3339)).map_err(fail)?;
+        }
+        tx.commit().map_err(fail)?;
+        Ok(id)
+    }
+
     /// Stores a finished run and returns its id.
     pub fn insert_run(&mut self, r: &RunRecord) -> Result<i64, StateError> {
-        let missing = serde_json::to_string(&r.missing_visitor_ids).unwrap_or_else(|_| "[]".into());
-        let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
-        self.conn
-            .execute(
-                "INSERT INTO runs (trigger, mode, started_at, finished_at, status, status_code,
-                    message, okta_users_read, records_processed, users_updated, users_failed,
-                    users_missing, missing_visitor_ids, users_unchanged, users_skipped, errors)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                params![
-                    r.trigger.as_str(),
-                    r.mode.as_str(),
-                    rfc3339(r.started_at),
-                    rfc3339(r.finished_at),
-                    r.status.as_str(),
-                    r.status_code,
-                    r.message,
-                    r.okta_users_read as i64,
-                    r.records_processed as i64,
-                    r.users_updated as i64,
-                    r.users_failed as i64,
-                    r.users_missing as i64,
-                    missing,
-                    r.users_unchanged as i64,
-                    r.users_skipped as i64,
-                    errors,
-                ],
-            )
-            .map_err(|e| self.query(e))?;
-        Ok(self.conn.last_insert_rowid())
+        self.finish_run(r, None)
     }
 
     /// The newest `limit` runs, newest first.
@@ -430,6 +510,36 @@ fn lock(path: &Path) -> Result<std::fs::File, StateError> {
     Ok(file)
 }
 
+fn insert_run(conn: &Connection, r: &RunRecord) -> rusqlite::Result<i64> {
+    let missing = serde_json::to_string(&r.missing_visitor_ids).unwrap_or_else(|_| "[]".into());
+    let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "INSERT INTO runs (trigger, mode, started_at, finished_at, status, status_code,
+            message, okta_users_read, records_processed, users_updated, users_failed,
+            users_missing, missing_visitor_ids, users_unchanged, users_skipped, errors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            r.trigger.as_str(),
+            r.mode.as_str(),
+            rfc3339(r.started_at),
+            rfc3339(r.finished_at),
+            r.status.as_str(),
+            r.status_code,
+            r.message,
+            r.okta_users_read as i64,
+            r.records_processed as i64,
+            r.users_updated as i64,
+            r.users_failed as i64,
+            r.users_missing as i64,
+            missing,
+            r.users_unchanged as i64,
+            r.users_skipped as i64,
+            errors,
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -516,6 +626,33 @@ mod tests {
         // Reopening migrates nothing and keeps the runs.
         let st = State::open(&path).unwrap();
         assert_eq!(st.run_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn sync_point_and_hashes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(st.sync_point().unwrap(), SyncPoint::default());
+        st.store_hashes(&[("a".into(), u64::MAX), ("b".into(), 7)])
+            .unwrap();
+        st.store_hashes(&[("b".into(), 8)]).unwrap();
+        assert_eq!(st.visitor_hash("a").unwrap(), Some(u64::MAX));
+        assert_eq!(st.visitor_hash("b").unwrap(), Some(8));
+        assert_eq!(st.visitor_hash("c").unwrap(), None);
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let point = SyncPoint {
+            cursor: Some(t),
+            fingerprint: Some("f1".into()),
+            last_full: Some(t),
+        };
+        let id = st
+            .finish_run(&sample(Status::Succeeded), Some(&point))
+            .unwrap();
+        assert_eq!(st.sync_point().unwrap(), point);
+        assert_eq!(st.last_run().unwrap().unwrap().id, id);
+        // A run that reached nothing leaves the point where it was.
+        st.finish_run(&sample(Status::Partial), None).unwrap();
+        assert_eq!(st.sync_point().unwrap(), point);
     }
 
     #[test]

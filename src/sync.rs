@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -24,6 +24,7 @@ use crate::mapping::{Mapping, Record, Unsendable};
 use crate::okta::{OktaClient, OktaError, Page};
 use crate::pendo::{PendoClient, PendoError, PushResponse};
 use crate::report::{Mode, RunError, RunRecord, Status, Tally, Trigger, count};
+use crate::state::{State, SyncPoint};
 
 /// Pages read ahead of the mapper.
 const PAGES_AHEAD: usize = 2;
@@ -44,29 +45,144 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// After cancellation, how long pushes in flight may take to finish.
     pub grace: Duration,
+    /// Read and push every user in scope, whatever the state says.
+    pub force_full: bool,
 }
 
-/// Runs one sync and returns its record (not yet stored). `dry_out` receives the JSON lines of
-/// a dry run. When `cancel` fires, reading stops, what was read is pushed, pushes in flight get
-/// `opts.grace` to finish, and the run is `interrupted`.
+/// What a run came to: its record (not yet stored) and, when it got everything through, the
+/// sync point the next incremental run starts from.
+#[derive(Debug)]
+pub struct Outcome {
+    pub record: RunRecord,
+    pub reached: Option<SyncPoint>,
+}
+
+/// How much earlier than the last successful run's start an incremental read begins, for
+/// clocks that differ and for changes Okta records a little late.
+pub const OVERLAP: Duration = Duration::from_secs(5 * 60);
+
+/// A full run is due when the last one is older than `full_sync_every` less this slack, so that
+/// a weekly schedule with the 7-day default makes every run full.
+pub const FULL_SLACK: Duration = Duration::from_secs(3600);
+
+/// Whether a run reads everything or only what changed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub incremental_since: Option<OffsetDateTime>,
+    pub why: String,
+    pub fingerprint: String,
+}
+
+impl Plan {
+    pub fn is_full(&self) -> bool {
+        self.incremental_since.is_none()
+    }
+}
+
+/// A fingerprint of everything that shapes what is sent: when it changes, a run is full.
+pub fn fingerprint(settings: &Settings) -> String {
+    let mut text = format!(
+        "v1|{}|{:?}|{}|{}|{}",
+        settings.sync.visitor_id_key,
+        settings.sync.on_null,
+        settings.sync.create_missing_visitors,
+        settings.pendo.base_url,
+        settings.pendo.metadata_group.as_str(),
+    );
+    for f in settings.mapping.fields() {
+        text.push_str(&format!("|{}={}:{}", f.field, f.path, f.ty.as_str()));
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// Decides whether a run is full or incremental, as SPEC's "Runs" says.
+pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: OffsetDateTime) -> Plan {
+    let fingerprint = fingerprint(settings);
+    let every = settings.sync.full_sync_every.saturating_sub(FULL_SLACK);
+    let full = |why: &str| Plan {
+        incremental_since: None,
+        why: why.to_owned(),
+        fingerprint: fingerprint.clone(),
+    };
+    let Some(cursor) = point.cursor else {
+        return full("the first run");
+    };
+    if point.fingerprint.as_deref() != Some(fingerprint.as_str()) {
+        return full("the mapping or visitor settings changed");
+    }
+    if force_full {
+        return full("--full");
+    }
+    match point.last_full {
+        Some(last) if now - last < every => Plan {
+            incremental_since: Some(cursor - OVERLAP),
+            why: format!("users changed since {}", okta_time(cursor - OVERLAP)),
+            fingerprint,
+        },
+        _ => full("the last full run is older than sync.full_sync_every"),
+    }
+}
+
+/// Okta's timestamp form: `2026-11-28T06:00:00.000Z`.
+pub fn okta_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Runs one sync. `state` gives the sync point and the hashes of what was pushed before, and
+/// takes the hashes of what this run pushes; the record and the point reached are for the caller
+/// to store (`State::finish_run`). `dry_out` receives the JSON lines of a dry run. When `cancel`
+/// fires, reading stops, what was read is pushed, pushes in flight get `opts.grace` to finish,
+/// and the run is `interrupted`.
 pub async fn run(
     settings: &Settings,
     clients: &Clients,
     opts: RunOptions,
     dry_out: Option<&mut (dyn Write + Send)>,
     cancel: CancellationToken,
-) -> RunRecord {
+    state: &Mutex<State>,
+) -> Outcome {
     let started_at = OffsetDateTime::now_utc();
-    let mode = if opts.dry_run {
-        Mode::DryRun
-    } else {
-        Mode::Full
+    let point = lock(state).sync_point();
+    let (plan, state_error) = match point {
+        Ok(point) => (plan(settings, &point, opts.force_full, started_at), None),
+        Err(e) => (
+            plan(settings, &SyncPoint::default(), true, started_at),
+            Some(e.to_string()),
+        ),
     };
+    let mode = match (opts.dry_run, plan.is_full()) {
+        (true, _) => Mode::DryRun,
+        (false, true) => Mode::Full,
+        (false, false) => Mode::Incremental,
+    };
+    tracing::info!(
+        mode = mode.as_str(),
+        "{} run: {}",
+        if plan.is_full() {
+            "full"
+        } else {
+            "incremental"
+        },
+        plan.why
+    );
+    let since = plan.incremental_since.map(okta_time);
 
     let (page_tx, page_rx) = mpsc::channel(PAGES_AHEAD);
     let reader = tokio::spawn(read_pages(
         clients.okta.clone(),
-        clients.okta.start_urls(&settings.okta.scope),
+        clients
+            .okta
+            .start_urls(&settings.okta.scope, since.as_deref()),
         page_tx,
     ));
 
@@ -76,6 +192,7 @@ pub async fn run(
         pendo: clients.pendo.clone(),
         tally: Tally::default(),
         batch: Vec::with_capacity(settings.pendo.batch_size.get()),
+        hashes: Vec::with_capacity(settings.pendo.batch_size.get()),
         inflight: JoinSet::new(),
         inflight_sizes: HashMap::new(),
         dry_out,
@@ -87,7 +204,14 @@ pub async fn run(
         cancel,
         grace: opts.grace,
         grace_deadline: None,
+        state,
+        compare: !plan.is_full(),
+        drop_deprovisioned: !plan.is_full() && settings.okta.scope == UserScope::All,
+        state_trouble: state_error,
     };
+    if let Some(e) = &pipeline.state_trouble {
+        pipeline.tally.error(None, format!("state: {e}"));
+    }
     pipeline.consume(page_rx).await;
     let okta_error = if pipeline.stop.is_some() {
         reader.abort();
@@ -99,8 +223,39 @@ pub async fn run(
             Err(e) => Some((format!("the Okta reader stopped unexpectedly: {e}"), 0)),
         }
     };
-    let Pipeline { tally, stop, .. } = pipeline;
-    finish(started_at, opts.trigger, mode, tally, okta_error, stop)
+    let Pipeline {
+        tally,
+        stop,
+        state_trouble,
+        ..
+    } = pipeline;
+    let unconfirmed = tally.unconfirmed;
+    let record = finish(
+        started_at,
+        opts.trigger,
+        mode,
+        &plan,
+        tally,
+        okta_error,
+        stop,
+    );
+    // The point moves only when every user got through (pushed, or reported missing).
+    let complete =
+        record.status == Status::Succeeded && state_trouble.is_none() && unconfirmed == 0;
+    let reached = (complete && !opts.dry_run).then(|| SyncPoint {
+        cursor: Some(started_at),
+        fingerprint: Some(plan.fingerprint.clone()),
+        last_full: if plan.is_full() {
+            Some(started_at)
+        } else {
+            lock(state).sync_point().ok().and_then(|p| p.last_full)
+        },
+    });
+    Outcome { record, reached }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Follows each start URL's `next` links, sending pages until the end, an error, or the
@@ -162,6 +317,16 @@ struct Pipeline<'s, 'w> {
     pendo: Arc<PendoClient>,
     tally: Tally,
     batch: Vec<Record>,
+    /// The values hash of each record in `batch`.
+    hashes: Vec<u64>,
+    state: &'s Mutex<State>,
+    /// Incremental: skip users whose values match what was last pushed.
+    compare: bool,
+    /// Incremental over Okta's default list: leave out deprovisioned users, as the full list
+    /// does.
+    drop_deprovisioned: bool,
+    /// A state failure (reading or storing hashes): the run may not move the sync point.
+    state_trouble: Option<String>,
     inflight: JoinSet<BatchOutcome>,
     /// Records per push task, to account for a task that ends without an outcome.
     inflight_sizes: HashMap<tokio::task::Id, u64>,
@@ -210,6 +375,14 @@ impl Pipeline<'_, '_> {
         }
     }
 
+    fn state_failed(&mut self, e: crate::state::StateError) {
+        if self.state_trouble.is_none() {
+            tracing::error!("{e}");
+            self.tally.error(None, format!("state: {e}"));
+            self.state_trouble = Some(e.to_string());
+        }
+    }
+
     fn cancelled(&mut self) {
         if self.grace_deadline.is_none() {
             tracing::warn!(
@@ -239,6 +412,11 @@ impl Pipeline<'_, '_> {
         {
             return;
         }
+        if self.drop_deprovisioned
+            && user.get("status").and_then(Value::as_str) == Some("DEPROVISIONED")
+        {
+            return;
+        }
         self.tally.okta_users_read += 1;
         let sync = &self.settings.sync;
         match self
@@ -246,6 +424,18 @@ impl Pipeline<'_, '_> {
             .map_user(user, &sync.visitor_id_key, sync.on_null)
         {
             Ok(record) => {
+                let hash = self.mapping.values_hash(&record);
+                if self.compare {
+                    let stored = lock(self.state).visitor_hash(&record.visitor_id);
+                    match stored {
+                        Ok(Some(h)) if h == hash => {
+                            self.tally.users_unchanged += 1;
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => self.state_failed(e),
+                    }
+                }
                 if let Some(out) = self.dry_out.as_mut() {
                     // Counted as it is computed, so the counts add up even if writing fails.
                     self.tally.records_processed += 1;
@@ -264,6 +454,7 @@ impl Pipeline<'_, '_> {
                     return;
                 }
                 self.batch.push(record);
+                self.hashes.push(hash);
                 if self.batch.len() >= self.settings.pendo.batch_size.get() {
                     self.flush().await;
                 }
@@ -306,12 +497,16 @@ impl Pipeline<'_, '_> {
             &mut self.batch,
             Vec::with_capacity(self.settings.pendo.batch_size.get()),
         );
+        let hashes = std::mem::replace(
+            &mut self.hashes,
+            Vec::with_capacity(self.settings.pendo.batch_size.get()),
+        );
         let size = records.len() as u64;
         let pendo = self.pendo.clone();
         let mapping = self.mapping.clone();
         let handle = self.inflight.spawn(async move {
             let mut outcome = BatchOutcome::default();
-            push_records(&pendo, &mapping, &records, &mut outcome).await;
+            push_records(&pendo, &mapping, &records, &hashes, &mut outcome).await;
             outcome
         });
         self.inflight_sizes.insert(handle.id(), size);
@@ -374,11 +569,22 @@ impl Pipeline<'_, '_> {
                 return;
             }
         };
+        let mut pushed: Vec<(String, u64)> = Vec::new();
         let t = &mut self.tally;
         t.records_processed += outcome.sent;
-        for response in outcome.accepted {
+        for Accepted { response, mut sent } in outcome.accepted {
             t.batches_ok += 1;
             t.users_updated += response.updated;
+            // Which visitors were updated: all but the missing ones, when Pendo's count says so.
+            // Otherwise none is remembered, and all are pushed again next time.
+            let missing: std::collections::HashSet<&str> =
+                response.missing.iter().map(String::as_str).collect();
+            sent.retain(|(id, _)| !missing.contains(id.as_str()));
+            if response.updated == sent.len() as u64 {
+                pushed.append(&mut sent);
+            } else {
+                t.unconfirmed += (sent.len() as u64).saturating_sub(response.updated);
+            }
             t.missing(response.missing);
             for e in response.errors {
                 t.error(None, format!("Pendo: {}", pendo_error_text(&e)));
@@ -398,6 +604,12 @@ impl Pipeline<'_, '_> {
                 t.error(Some(id), format!("not delivered: {error}"));
             }
         }
+        if !pushed.is_empty() {
+            let stored = lock(self.state).store_hashes(&pushed);
+            if let Err(e) = stored {
+                self.state_failed(e);
+            }
+        }
     }
 }
 
@@ -405,8 +617,14 @@ impl Pipeline<'_, '_> {
 #[derive(Default)]
 struct BatchOutcome {
     sent: u64,
-    accepted: Vec<PushResponse>,
+    accepted: Vec<Accepted>,
     failed: Vec<(PendoError, Vec<String>)>,
+}
+
+/// A (part of a) batch Pendo accepted: its answer, and the visitors sent with their hashes.
+struct Accepted {
+    response: PushResponse,
+    sent: Vec<(String, u64)>,
 }
 
 /// Pushes records; on a 408 splits them in halves and pushes each, down to single records.
@@ -414,6 +632,7 @@ async fn push_records(
     pendo: &PendoClient,
     mapping: &Mapping,
     records: &[Record],
+    hashes: &[u64],
     out: &mut BatchOutcome,
 ) {
     let mut body = Vec::with_capacity(records.len() * 128);
@@ -431,16 +650,25 @@ async fn push_records(
     match pendo.push(body.into()).await {
         Ok(response) => {
             out.sent += records.len() as u64;
-            out.accepted.push(response);
+            out.accepted.push(Accepted {
+                response,
+                sent: records
+                    .iter()
+                    .zip(hashes)
+                    .map(|(r, h)| (r.visitor_id.clone(), *h))
+                    .collect(),
+            });
         }
         Err(PendoError::Timeout) if records.len() > 1 => {
             tracing::warn!(
                 records = records.len(),
                 "Pendo answered 408 (call too long): splitting the batch in halves"
             );
-            let (a, b) = records.split_at(records.len() / 2);
-            Box::pin(push_records(pendo, mapping, a, out)).await;
-            Box::pin(push_records(pendo, mapping, b, out)).await;
+            let mid = records.len() / 2;
+            let (a, b) = records.split_at(mid);
+            let (ha, hb) = hashes.split_at(mid.min(hashes.len()));
+            Box::pin(push_records(pendo, mapping, a, ha, out)).await;
+            Box::pin(push_records(pendo, mapping, b, hb, out)).await;
         }
         Err(error) => {
             tracing::warn!(records = records.len(), "batch not delivered: {error}");
@@ -472,6 +700,7 @@ fn finish(
     started_at: OffsetDateTime,
     trigger: Trigger,
     mode: Mode,
+    plan: &Plan,
     mut t: Tally,
     okta_error: Option<(String, u16)>,
     stop: Option<Stop>,
@@ -524,6 +753,11 @@ fn finish(
         ));
         run_errors.push(e.clone());
     }
+    if plan.is_full() {
+        message.push_str(&format!("Full run ({}). ", plan.why));
+    } else {
+        message.push_str(&format!("Incremental run ({}). ", plan.why));
+    }
     if dry {
         message.push_str(&format!(
             "Dry run: read {} users from Okta; {} records would be sent to Pendo",
@@ -544,6 +778,9 @@ fn finish(
         if other_failures > 0 {
             message.push_str(&format!(", {} failed", count(other_failures)));
         }
+    }
+    if t.users_unchanged > 0 {
+        message.push_str(&format!("; {} unchanged", count(t.users_unchanged)));
     }
     if t.users_skipped > 0 {
         message.push_str(&format!(

@@ -124,10 +124,18 @@ impl OktaClient {
         }
     }
 
-    /// The first page URL of each listing the scope needs (one per group, else one).
-    pub fn start_urls(&self, scope: &UserScope) -> Vec<Url> {
+    /// The first page URL of each listing the scope needs (one per group, else one). With
+    /// `changed_since` (an Okta timestamp), user listings ask only for users updated after it,
+    /// combined with the scope's own filter or search; group listings take no filter and are
+    /// read in full.
+    pub fn start_urls(&self, scope: &UserScope, changed_since: Option<&str>) -> Vec<Url> {
         let limit = self.page_size.to_string();
-        let users = |extra: Option<(&str, &str)>| {
+        let changed = changed_since.map(|t| format!("lastUpdated gt \"{t}\""));
+        let combine = |own: &str| match &changed {
+            Some(c) => format!("({own}) and {c}"),
+            None => own.to_owned(),
+        };
+        let users = |extra: Option<(&str, String)>| {
             let mut url = self
                 .org
                 .join("api/v1/users")
@@ -136,15 +144,15 @@ impl OktaClient {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("limit", &limit);
                 if let Some((k, v)) = extra {
-                    q.append_pair(k, v);
+                    q.append_pair(k, &v);
                 }
             }
             url
         };
         match scope {
-            UserScope::All => vec![users(None)],
-            UserScope::Filter(f) => vec![users(Some(("filter", f)))],
-            UserScope::Search(s) => vec![users(Some(("search", s)))],
+            UserScope::All => vec![users(changed.clone().map(|c| ("filter", c)))],
+            UserScope::Filter(f) => vec![users(Some(("filter", combine(f))))],
+            UserScope::Search(q) => vec![users(Some(("search", combine(q))))],
             UserScope::Groups(ids) => ids
                 .iter()
                 .map(|id| {
