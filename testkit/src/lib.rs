@@ -5,8 +5,11 @@
 //!   shaped after real recorded Okta traffic (the HTTP recordings of Okta's own SDK tests): `SSWS` token
 //!   check, pages linked by lowercase `link` headers with an opaque `after` cursor (as separate
 //!   header lines or, like some proxies, one comma-joined line), `x-rate-limit-*` headers and a
-//!   `date`, gzip bodies when asked, Okta error bodies, `filter`/`search` on `status` and
-//!   `lastUpdated`, an optional enforced request budget per window, and injected faults (error
+//!   `date`, gzip bodies when asked, Okta error bodies, `filter` and `search` expressions
+//!   (`and`/`or`/parentheses over the properties and operators Okta allows in each), users
+//!   modifiable while it runs ([`FakeOkta::modify_user`], [`FakeOkta::touch_user`]),
+//!   `DEPROVISIONED` users omitted from unfiltered listings as Okta does, an optional enforced
+//!   request budget per window, and injected faults (error
 //!   statuses, 429 with a reset, the concurrency-limit 429, a `next` link that leaves the org,
 //!   malformed or non-array JSON, a wrong-typed user, a huge streamed body, a body cut
 //!   mid-way, a request never answered).
@@ -33,6 +36,7 @@
 
 pub mod okta;
 pub mod pendo;
+mod query;
 mod server;
 mod stream;
 pub mod users;

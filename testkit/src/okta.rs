@@ -6,6 +6,19 @@
 //! (`rel="self"` always, `rel="next"` while users remain, absolute URLs with an opaque `after`
 //! cursor), gzip when asked, and Okta error bodies (`errorCode`, `errorSummary`, `errorLink`,
 //! `errorId`, `errorCauses`). Faults ([`OktaFault`]) are injected by request number.
+//!
+//! `filter` and `search` on `/api/v1/users` are parsed as Okta does: conditions combined with
+//! `and`, `or` and parentheses (`and` binds tighter), operators case-insensitive; `filter`
+//! accepts only `eq` on `status`, `id`, `profile.login`, `profile.email`, `profile.firstName`,
+//! `profile.lastName` and `eq`/`gt`/`ge`/`lt`/`le` on `lastUpdated` (values case-sensitive);
+//! `search` also accepts `eq`/`sw` on any `profile.*` attribute (`co` on the four name
+//! attributes), `eq`/`gt`/`ge`/`lt`/`le` on `id`, `status`, `created`, `activated`,
+//! `statusChanged` and `lastUpdated`, and `eq` on `type.id` (values case-insensitive).
+//! Timestamps compare as instants. Anything else answers 400 E0000031 "Invalid search
+//! criteria.". Group listings ignore both parameters. Without `filter` and `search`,
+//! `/api/v1/users` omits users whose status is `DEPROVISIONED` (group listings do not).
+//! Users can be changed while the server runs with [`FakeOkta::modify_user`] and
+//! [`FakeOkta::touch_user`].
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -20,11 +33,9 @@ use axum::response::Response;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::query::{Expr, Mode, Subject};
 use crate::stream::{CutBody, HugeBody};
-use crate::users::{
-    generated_last_updated, generated_last_updated_millis, parse_rfc3339_millis,
-    write_generated_user,
-};
+use crate::users::{generated_last_updated, generated_user, write_generated_user};
 
 /// Where the users served by a [`FakeOkta`] come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +260,11 @@ pub struct RecordedRequest {
     pub status: u16,
     /// Whether the body was gzip-encoded.
     pub gzipped: bool,
+    /// The `filter` query parameter, percent-decoded (`+` as a space), if present (the last
+    /// one when repeated), whatever the path.
+    pub filter: Option<String>,
+    /// The `search` query parameter, decoded the same way, if present.
+    pub search: Option<String>,
 }
 
 /// A local fake Okta org on 127.0.0.1. Serves until dropped.
@@ -296,6 +312,7 @@ impl FakeOkta {
             budget_window: opts.budget_window.max(Duration::from_millis(1)),
             seed,
             state: Mutex::new(Inner::default()),
+            overrides: Mutex::new(HashMap::new()),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let task = crate::server::spawn(listener, router);
@@ -327,6 +344,70 @@ impl FakeOkta {
     pub fn rate_limited_count(&self) -> usize {
         self.shared.lock().rate_limited
     }
+
+    /// Modifies user `index` (a position in [`OktaOptions::users`], for both
+    /// [`UserSource::Generated`] and [`UserSource::Explicit`]): `f` receives the user's current
+    /// JSON (as last modified, else as configured or generated) and the result replaces the
+    /// user from then on: pages render it (keys then in `serde_json`'s map order), `filter` and
+    /// `search` evaluate against it (`status`, `lastUpdated`, `created`, `profile.*`, ...), and
+    /// a `status` of `DEPROVISIONED` hides it from unfiltered `/api/v1/users` listings. The
+    /// user keeps its position in the listing and in the groups.
+    ///
+    /// `f` runs under the server's lock of modified users: it must not call back into this
+    /// server.
+    ///
+    /// # Panics
+    /// If `index` is not below the number of users.
+    pub fn modify_user(&self, index: usize, f: impl FnOnce(&mut serde_json::Value)) {
+        let total = self.shared.users.len();
+        assert!(
+            index < total,
+            "fake Okta: modify_user({index}) but there are {total} users"
+        );
+        let mut overrides = self.shared.lock_overrides();
+        let user = overrides
+            .entry(index)
+            .or_insert_with(|| self.shared.original_user(index));
+        f(user);
+    }
+
+    /// Shorthand for [`modify_user`](Self::modify_user) that sets `lastUpdated` to `at` (an
+    /// Okta timestamp like `"2026-11-28T10:00:00.000Z"`, see
+    /// [`users::okta_timestamp`](crate::users::okta_timestamp)) and `profile.title` to `title`
+    /// (creating `profile` if it is missing or not an object). A user that is not a JSON object
+    /// is left as is.
+    ///
+    /// # Panics
+    /// If `index` is not below the number of users.
+    pub fn touch_user(&self, index: usize, at: &str, title: &str) {
+        self.modify_user(index, |user| {
+            let Some(obj) = user.as_object_mut() else {
+                return;
+            };
+            obj.insert("lastUpdated".to_owned(), at.into());
+            let profile = obj
+                .entry("profile")
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if !profile.is_object() {
+                *profile = serde_json::Value::Object(serde_json::Map::new());
+            }
+            if let Some(p) = profile.as_object_mut() {
+                p.insert("title".to_owned(), title.into());
+            }
+        });
+    }
+
+    /// The current JSON of user `index` (as modified by [`modify_user`](Self::modify_user),
+    /// else as configured or generated); `None` when `index` is out of range.
+    pub fn user(&self, index: usize) -> Option<serde_json::Value> {
+        if index >= self.shared.users.len() {
+            return None;
+        }
+        if let Some(v) = self.shared.lock_overrides().get(&index) {
+            return Some(v.clone());
+        }
+        Some(self.shared.original_user(index))
+    }
 }
 
 impl Drop for FakeOkta {
@@ -348,6 +429,9 @@ struct Shared {
     budget_window: Duration,
     seed: u64,
     state: Mutex<Inner>,
+    /// Users replaced by `FakeOkta::modify_user`, by index. Consulted per user only when
+    /// non-empty.
+    overrides: Mutex<HashMap<usize, serde_json::Value>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -363,6 +447,18 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_overrides(&self) -> std::sync::MutexGuard<'_, HashMap<usize, serde_json::Value>> {
+        self.overrides.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// User `index` as configured (explicit) or generated, ignoring modifications.
+    fn original_user(&self, index: usize) -> serde_json::Value {
+        match &self.users {
+            UserSource::Generated(_) => generated_user(index, &self.base_url),
+            UserSource::Explicit(v) => v.get(index).cloned().unwrap_or(serde_json::Value::Null),
+        }
     }
 
     /// Pseudo-random alphanumeric id of `len` characters, derived from `n`.
@@ -525,6 +621,8 @@ async fn handle(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| uri.path().to_owned());
 
+    let (filter, search) = filter_and_search(uri.query().unwrap_or(""));
+
     let authorized = authorization
         .as_deref()
         .is_some_and(|a| same_secret(a.as_bytes(), shared.expected_auth.as_bytes()));
@@ -539,6 +637,8 @@ async fn handle(
             accept_encoding: accept_encoding.clone(),
             status: 0,
             gzipped: false,
+            filter,
+            search,
         });
         let minute = now_secs / 60;
         if st.window_minute != minute {
@@ -666,6 +766,19 @@ async fn handle(
         }
     }
     resp
+}
+
+/// The decoded `filter` and `search` parameters of a query string (the last of each).
+fn filter_and_search(query: &str) -> (Option<String>, Option<String>) {
+    let (mut filter, mut search) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "filter" => filter = Some(value.into_owned()),
+            "search" => search = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    (filter, search)
 }
 
 /// `t` as UTC epoch seconds, rounded up.
@@ -857,7 +970,32 @@ fn list_page(
     let total = shared.users.len();
     let seq_len = members.map_or(total, <[usize]>::len);
     let user_at = |pos: usize| members.map_or(pos, |m| m[pos]);
-    let wanted = |u: usize| u < total && q.conditions.iter().all(|c| c.matches(&shared.users, u));
+    // Held while the page is built (no await below): modifications land between pages.
+    let overrides_guard = shared.lock_overrides();
+    let overrides = (!overrides_guard.is_empty()).then_some(&*overrides_guard);
+    let modified = |u: usize| overrides.and_then(|o| o.get(&u));
+    let subject = |u: usize| -> Subject<'_> {
+        if let Some(v) = modified(u) {
+            return Subject::Json(v);
+        }
+        match &shared.users {
+            UserSource::Generated(_) => Subject::generated(u, &shared.base_url),
+            UserSource::Explicit(v) => Subject::Json(&v[u]),
+        }
+    };
+    // Okta omits DEPROVISIONED users from `/api/v1/users` unless a filter or search is given;
+    // group listings return every member.
+    let hide_deprovisioned = members.is_none() && q.filter.is_none() && q.search.is_none();
+    let wanted = |u: usize| {
+        if u >= total {
+            return false;
+        }
+        if q.exprs.is_empty() && !hide_deprovisioned {
+            return true;
+        }
+        let s = subject(u);
+        !(hide_deprovisioned && s.is_deprovisioned()) && q.exprs.iter().all(|e| e.matches(&s))
+    };
 
     let mut page = Vec::with_capacity(q.limit.min(seq_len.saturating_sub(q.start)));
     let mut pos = q.start;
@@ -881,7 +1019,13 @@ fn list_page(
             body.push(b',');
         }
         if bad_user == Some(k) {
-            write_bad_user(&mut body, &shared.users, u);
+            write_bad_user(&mut body, &shared.users, modified(u), u);
+            continue;
+        }
+        if let Some(v) = modified(u) {
+            if serde_json::to_writer(&mut body, v).is_err() {
+                body.extend_from_slice(b"null");
+            }
             continue;
         }
         match &shared.users {
@@ -927,17 +1071,23 @@ fn list_page(
 }
 
 /// Writes the wrong-typed stand-in for user `u` of `OktaFault::BadUser`: its real `id` and
-/// `lastUpdated` (when they are strings), everything else of the wrong type.
-fn write_bad_user(out: &mut Vec<u8>, users: &UserSource, u: usize) {
-    let (id, last_updated) = match users {
-        UserSource::Generated(_) => (Some(format!("00u{u:017}")), Some(generated_last_updated(u))),
-        UserSource::Explicit(v) => {
-            let field = |k: &str| {
-                v.get(u)
-                    .and_then(|x| x.get(k))
-                    .and_then(|x| x.as_str())
-                    .map(str::to_owned)
-            };
+/// `lastUpdated` (when they are strings; those of the modified user when it was modified),
+/// everything else of the wrong type.
+fn write_bad_user(
+    out: &mut Vec<u8>,
+    users: &UserSource,
+    modified: Option<&serde_json::Value>,
+    u: usize,
+) {
+    let json = match (modified, users) {
+        (Some(v), _) => Some(v),
+        (None, UserSource::Explicit(v)) => v.get(u),
+        (None, UserSource::Generated(_)) => None,
+    };
+    let (id, last_updated) = match json {
+        None => (Some(format!("00u{u:017}")), Some(generated_last_updated(u))),
+        Some(v) => {
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
             (field("id"), field("lastUpdated"))
         }
     };
@@ -987,7 +1137,8 @@ struct ListQuery {
     start: usize,
     filter: Option<String>,
     search: Option<String>,
-    conditions: Vec<Condition>,
+    /// The parsed filter and search (both must match when both are given).
+    exprs: Vec<Expr>,
 }
 
 enum QueryError {
@@ -1002,7 +1153,7 @@ impl ListQuery {
             start: 0,
             filter: None,
             search: None,
-            conditions: Vec::new(),
+            exprs: Vec::new(),
         };
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
@@ -1021,202 +1172,22 @@ impl ListQuery {
                 _ => {}
             }
         }
-        for expr in q.filter.iter().chain(q.search.iter()) {
-            q.conditions
-                .extend(parse_expression(expr).ok_or(QueryError::Criteria)?);
+        let parsed = q
+            .filter
+            .iter()
+            .map(|f| (f, Mode::Filter))
+            .chain(q.search.iter().map(|s| (s, Mode::Search)));
+        for (expr, mode) in parsed {
+            q.exprs
+                .push(crate::query::parse(expr, mode).ok_or(QueryError::Criteria)?);
         }
         Ok(q)
-    }
-}
-
-/// One comparison of a filter or search expression.
-#[derive(Debug, Clone, PartialEq)]
-enum Condition {
-    StatusEq(String),
-    LastUpdated(Cmp, i64),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cmp {
-    Eq,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-}
-
-impl Condition {
-    fn matches(&self, users: &UserSource, i: usize) -> bool {
-        match (self, users) {
-            (Condition::StatusEq(s), UserSource::Generated(_)) => s == "ACTIVE",
-            (Condition::StatusEq(s), UserSource::Explicit(v)) => {
-                v.get(i)
-                    .and_then(|u| u.get("status"))
-                    .and_then(|x| x.as_str())
-                    == Some(s.as_str())
-            }
-            (Condition::LastUpdated(cmp, t), _) => {
-                let value = match users {
-                    UserSource::Generated(_) => Some(generated_last_updated_millis(i)),
-                    UserSource::Explicit(v) => v
-                        .get(i)
-                        .and_then(|u| u.get("lastUpdated"))
-                        .and_then(|x| x.as_str())
-                        .and_then(parse_rfc3339_millis),
-                };
-                value.is_some_and(|v| match cmp {
-                    Cmp::Eq => v == *t,
-                    Cmp::Gt => v > *t,
-                    Cmp::Ge => v >= *t,
-                    Cmp::Lt => v < *t,
-                    Cmp::Le => v <= *t,
-                })
-            }
-        }
-    }
-}
-
-/// Splits an expression into words and quoted strings (quotes kept as a marker).
-fn tokenize(expr: &str) -> Option<Vec<(bool, String)>> {
-    let mut tokens = Vec::new();
-    let mut chars = expr.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if c == '"' {
-            chars.next();
-            let mut s = String::new();
-            loop {
-                match chars.next()? {
-                    '"' => break,
-                    '\\' => s.push(chars.next()?),
-                    other => s.push(other),
-                }
-            }
-            tokens.push((true, s));
-        } else {
-            let mut s = String::new();
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() || c == '"' {
-                    break;
-                }
-                s.push(c);
-                chars.next();
-            }
-            tokens.push((false, s));
-        }
-    }
-    Some(tokens)
-}
-
-/// Parses `cond (and cond)*` where cond is `status eq "X"` or
-/// `lastUpdated (eq|gt|ge|lt|le) "RFC3339"`. `None`: Okta's "Invalid search criteria.".
-fn parse_expression(expr: &str) -> Option<Vec<Condition>> {
-    let tokens = tokenize(expr)?;
-    let mut out = Vec::new();
-    let mut it = tokens.into_iter();
-    loop {
-        let (false, attr) = it.next()? else {
-            return None;
-        };
-        let (false, op) = it.next()? else { return None };
-        let (true, value) = it.next()? else {
-            return None;
-        };
-        let op = op.to_ascii_lowercase();
-        let cond = match attr.as_str() {
-            "status" if op == "eq" => Condition::StatusEq(value),
-            "lastUpdated" => {
-                let cmp = match op.as_str() {
-                    "eq" => Cmp::Eq,
-                    "gt" => Cmp::Gt,
-                    "ge" => Cmp::Ge,
-                    "lt" => Cmp::Lt,
-                    "le" => Cmp::Le,
-                    _ => return None,
-                };
-                Condition::LastUpdated(cmp, parse_rfc3339_millis(&value)?)
-            }
-            _ => return None,
-        };
-        out.push(cond);
-        match it.next() {
-            None => return Some(out),
-            Some((false, and)) if and.eq_ignore_ascii_case("and") => {}
-            Some(_) => return None,
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::generated_last_updated;
-
-    #[test]
-    fn filter_grammar() {
-        assert_eq!(
-            parse_expression(r#"status eq "ACTIVE""#),
-            Some(vec![Condition::StatusEq("ACTIVE".into())])
-        );
-        let e =
-            parse_expression(r#"lastUpdated gt "2025-01-01T00:00:00.000Z" and status eq "ACTIVE""#)
-                .unwrap();
-        assert_eq!(
-            e,
-            vec![
-                Condition::LastUpdated(Cmp::Gt, 1_735_689_600_000),
-                Condition::StatusEq("ACTIVE".into())
-            ]
-        );
-        assert!(parse_expression(r#"lastUpdated ge "2025-01-01T00:00:00Z""#).is_some());
-        for bad in [
-            "",
-            "status",
-            r#"status eq ACTIVE"#,
-            r#"status gt "ACTIVE""#,
-            r#"profile.department eq "Sales""#,
-            r#"lastUpdated gt "yesterday""#,
-            r#"status eq "ACTIVE" or status eq "STAGED""#,
-            r#"status eq "ACTIVE" and"#,
-            r#"status eq "ACTIVE"#,
-        ] {
-            assert_eq!(parse_expression(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn filter_evaluation() {
-        let generated = UserSource::Generated(100);
-        let gt = parse_expression(&format!(
-            r#"lastUpdated gt "{}""#,
-            generated_last_updated(40)
-        ))
-        .unwrap();
-        let ge = parse_expression(&format!(
-            r#"lastUpdated ge "{}""#,
-            generated_last_updated(40)
-        ))
-        .unwrap();
-        let matching = |conds: &[Condition], users: &UserSource| -> Vec<usize> {
-            (0..users.len())
-                .filter(|&i| conds.iter().all(|c| c.matches(users, i)))
-                .collect()
-        };
-        assert_eq!(matching(&gt, &generated), (41..100).collect::<Vec<_>>());
-        assert_eq!(matching(&ge, &generated), (40..100).collect::<Vec<_>>());
-        let staged = parse_expression(r#"status eq "STAGED""#).unwrap();
-        assert!(matching(&staged, &generated).is_empty());
-
-        let explicit = UserSource::Explicit(vec![
-            serde_json::json!({"id": "a", "status": "STAGED", "lastUpdated": "2020-08-27T18:16:00.000Z"}),
-            serde_json::json!({"id": "b", "status": "ACTIVE", "lastUpdated": "2022-05-05T18:15:44.000Z"}),
-            serde_json::json!({"id": "c", "status": "STAGED"}),
-        ]);
-        assert_eq!(matching(&staged, &explicit), vec![0, 2]);
-        let recent = parse_expression(r#"lastUpdated gt "2021-01-01T00:00:00+01:00""#).unwrap();
-        assert_eq!(matching(&recent, &explicit), vec![1]);
-    }
 
     #[test]
     fn cursor_and_encoding() {

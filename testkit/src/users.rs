@@ -76,6 +76,55 @@ pub(crate) fn generated_last_updated_millis(i: usize) -> i64 {
     (UPDATED_BASE as i64 + i as i64) * 1000
 }
 
+/// `created` of generated user `i` as epoch milliseconds (used by the search evaluator).
+pub(crate) fn generated_created_millis(i: usize) -> i64 {
+    (CREATED_BASE as i64 + i as i64) * 1000
+}
+
+/// The `profile.<attr>` of generated user `i` for the attributes that are never null and cheap
+/// to compute (`login`, `email`, `firstName`, `lastName`, `displayName`, `department`, `title`,
+/// `employeeNumber`, `manager`); `None` for any other attribute (the caller then renders the
+/// whole user).
+pub(crate) fn generated_profile_text(i: usize, attr: &str) -> Option<String> {
+    let first = FIRST_NAMES[i % FIRST_NAMES.len()];
+    let last = LAST_NAMES[(i / FIRST_NAMES.len()) % LAST_NAMES.len()];
+    Some(match attr {
+        "login" | "email" => format!("user{i}@example.com"),
+        "firstName" => first.to_owned(),
+        "lastName" => last.to_owned(),
+        "displayName" => format!("{first} {last}"),
+        "department" => DEPARTMENTS[i % DEPARTMENTS.len()].to_owned(),
+        "title" => TITLES[i % TITLES.len()].to_owned(),
+        "employeeNumber" => format!("{i:07}"),
+        "manager" => format!("user{}@example.com", i / 10 * 10),
+        _ => return None,
+    })
+}
+
+/// `t` in Okta's timestamp format, `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, milliseconds, truncated
+/// towards the past), e.g. `2026-11-28T10:00:00.000Z`. Handy with
+/// [`FakeOkta::touch_user`](crate::FakeOkta::touch_user).
+pub fn okta_timestamp(t: std::time::SystemTime) -> String {
+    let millis: i64 = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => {
+            let d = e.duration();
+            let m = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+            -i64::try_from(m).unwrap_or(i64::MAX)
+        }
+    };
+    let secs = millis.div_euclid(1000);
+    let ms = millis.rem_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Deterministic realistic Okta user (about 1 KB of JSON, same shape as the recordings:
 /// id, status, created, activated, statusChanged, lastLogin, lastUpdated, passwordChanged,
 /// type {id}, profile {firstName, lastName, mobilePhone: null, secondEmail: null, login, email,
@@ -380,5 +429,54 @@ mod tests {
         assert_eq!(parse_rfc3339_millis("2025-01-01"), None);
         assert_eq!(parse_rfc3339_millis("2025-01-01T00:00:00"), None);
         assert_eq!(generated_last_updated(61), "2025-01-01T00:01:01.000Z");
+    }
+
+    #[test]
+    fn okta_timestamps() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(okta_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_860_000_123) + Duration::from_micros(999);
+        assert_eq!(okta_timestamp(t), "2026-11-28T10:00:00.123Z");
+        assert_eq!(
+            parse_rfc3339_millis(&okta_timestamp(t)),
+            Some(1_795_860_000_123)
+        );
+        assert_eq!(
+            okta_timestamp(UNIX_EPOCH - Duration::from_micros(1)),
+            "1969-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            okta_timestamp(UNIX_EPOCH + Duration::from_secs(1_735_689_600)),
+            generated_last_updated(0)
+        );
+    }
+
+    #[test]
+    fn fast_profile_fields_match_the_rendered_user() {
+        for i in [0, 1, 13, 57, 999] {
+            let u = generated_user(i, "x");
+            for attr in [
+                "login",
+                "email",
+                "firstName",
+                "lastName",
+                "displayName",
+                "department",
+                "title",
+                "employeeNumber",
+                "manager",
+            ] {
+                assert_eq!(
+                    generated_profile_text(i, attr).as_deref(),
+                    u["profile"][attr].as_str(),
+                    "{i} {attr}"
+                );
+            }
+            assert_eq!(generated_profile_text(i, "costCenter"), None);
+            assert_eq!(
+                Some(generated_created_millis(i)),
+                u["created"].as_str().and_then(parse_rfc3339_millis)
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::io::Read as _;
 
-use okta_pendo_testkit::users::generated_last_updated;
+use okta_pendo_testkit::users::{generated_last_updated, okta_timestamp};
 use okta_pendo_testkit::{
     ExistingVisitors, FakeOkta, FakePendo, LinkStyle, OktaFault, OktaOptions, PendoFault,
     PendoOptions, UserSource,
@@ -348,8 +348,9 @@ async fn filter_and_search() {
     }
 
     for bad in [
-        "status eq \"ACTIVE\" or status eq \"STAGED\"",
+        "status gt \"ACTIVE\"",
         "profile.department eq \"Sales\"",
+        "status eq \"ACTIVE\" or",
     ] {
         let resp = http
             .get(with_params(&server, "/api/v1/users", &[("filter", bad)]))
@@ -1157,4 +1158,284 @@ async fn pendo_hang_until_timeout_or_drop() {
         .expect("the hanging request ends once the server is dropped")
         .unwrap();
     assert!(outcome.is_err());
+}
+
+/// Every user of a listing, following `next` links (at most 50 pages).
+async fn list_all(server: &FakeOkta, path: &str, params: &[(&str, &str)]) -> Vec<Value> {
+    let http = client();
+    let mut url = Some(with_params(server, path, params));
+    let mut users = Vec::new();
+    for _ in 0..50 {
+        let Some(u) = url.take() else {
+            return users;
+        };
+        let resp = http
+            .get(&u)
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{u}");
+        url = next_link(resp.headers());
+        let page: Vec<Value> = resp.json().await.unwrap();
+        users.extend(page);
+    }
+    panic!("more than 50 pages");
+}
+
+fn ids(users: &[Value]) -> Vec<String> {
+    users
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn gen_ids(indices: impl IntoIterator<Item = usize>) -> Vec<String> {
+    indices.into_iter().map(|i| format!("00u{i:017}")).collect()
+}
+
+async fn status_of(server: &FakeOkta, param: &str, expr: &str) -> (u16, Value) {
+    let resp = client()
+        .get(with_params(server, "/api/v1/users", &[(param, expr)]))
+        .header("Authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn modified_users_change_pages_and_filter_results() {
+    let server = okta(UserSource::Generated(50)).await;
+    let at = "2026-11-28T10:00:00.000Z";
+    server.touch_user(10, at, "Chief Technology Officer");
+    server.modify_user(20, |u| u["status"] = json!("LOCKED_OUT"));
+    server.modify_user(21, |u| {
+        u["status"] = json!("RECOVERY");
+        u["lastUpdated"] = json!("2024-01-01T00:00:00.000Z");
+    });
+    server.modify_user(30, |u| u["status"] = json!("RECOVERY"));
+    // A second modification starts from the first.
+    server.modify_user(30, |u| u["profile"]["department"] = json!("Legal"));
+
+    let all = list_all(&server, "/api/v1/users", &[("limit", "7")]).await;
+    assert_eq!(ids(&all), gen_ids(0..50));
+    assert_eq!(all[10]["lastUpdated"], at);
+    assert_eq!(all[10]["profile"]["title"], "Chief Technology Officer");
+    assert_eq!(all[10]["profile"]["login"], "user10@example.com");
+    assert_eq!(all[11]["profile"]["title"], "Account Executive");
+    assert_eq!(
+        (
+            all[30]["status"].as_str(),
+            all[30]["profile"]["department"].as_str()
+        ),
+        (Some("RECOVERY"), Some("Legal"))
+    );
+    assert_eq!(server.user(10).unwrap(), all[10]);
+    assert_eq!(server.user(11).unwrap(), all[11]);
+    assert!(server.user(50).is_none());
+
+    let recent = list_all(
+        &server,
+        "/api/v1/users",
+        &[("filter", "lastUpdated gt \"2026-01-01T00:00:00.000Z\"")],
+    )
+    .await;
+    assert_eq!(ids(&recent), gen_ids([10]));
+    assert_eq!(recent[0]["profile"]["title"], "Chief Technology Officer");
+
+    let after45 = generated_last_updated(45);
+    let expr = format!("(status eq \"ACTIVE\") and lastUpdated gt \"{after45}\"");
+    let found = list_all(
+        &server,
+        "/api/v1/users",
+        &[("filter", &expr), ("limit", "2")],
+    )
+    .await;
+    assert_eq!(ids(&found), gen_ids([10, 46, 47, 48, 49]));
+
+    let after15 = generated_last_updated(15);
+    for expr in [
+        format!(
+            "lastUpdated gt \"{after15}\" and (status eq \"LOCKED_OUT\" or status eq \"RECOVERY\")"
+        ),
+        format!(
+            "lastUpdated GT \"{after15}\" AND (status EQ \"LOCKED_OUT\" Or status eq \"RECOVERY\")"
+        ),
+        format!(
+            "(status eq \"RECOVERY\" or status eq \"LOCKED_OUT\") and lastUpdated ge \"{after15}\""
+        ),
+    ] {
+        for param in ["filter", "search"] {
+            let found = list_all(&server, "/api/v1/users", &[(param, &expr)]).await;
+            assert_eq!(ids(&found), gen_ids([20, 30]), "{param}={expr}");
+        }
+    }
+    // `or` binds looser than `and`.
+    let expr = format!(
+        "status eq \"RECOVERY\" or status eq \"LOCKED_OUT\" and lastUpdated gt \"{after15}\""
+    );
+    let found = list_all(&server, "/api/v1/users", &[("filter", &expr)]).await;
+    assert_eq!(ids(&found), gen_ids([20, 21, 30]));
+
+    // A timestamp from okta_timestamp compares as an instant.
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_860_000);
+    assert_eq!(okta_timestamp(t), at);
+    let expr = format!("lastUpdated eq \"{}\"", "2026-11-28T11:00:00+01:00");
+    assert_eq!(
+        ids(&list_all(&server, "/api/v1/users", &[("filter", &expr)]).await),
+        gen_ids([10])
+    );
+
+    // Explicit users are modifiable too.
+    let explicit = okta(UserSource::Explicit(vec![
+        json!({"id": "00ua", "status": "ACTIVE", "lastUpdated": "2022-05-05T18:15:44.000Z", "profile": {"login": "a@example.com"}}),
+        json!({"id": "00ub", "status": "ACTIVE", "lastUpdated": "2022-05-05T18:15:44.000Z", "profile": {"login": "b@example.com"}}),
+    ]))
+    .await;
+    explicit.touch_user(1, "2026-01-02T03:04:05.678Z", "Director");
+    let page = list_all(&explicit, "/api/v1/users", &[]).await;
+    assert_eq!(page[1]["lastUpdated"], "2026-01-02T03:04:05.678Z");
+    assert_eq!(
+        page[1]["profile"],
+        json!({"login": "b@example.com", "title": "Director"})
+    );
+    let found = list_all(
+        &explicit,
+        "/api/v1/users",
+        &[("filter", "lastUpdated gt \"2026-01-02T03:04:05.677Z\"")],
+    )
+    .await;
+    assert_eq!(ids(&found), ["00ub"]);
+}
+
+#[tokio::test]
+async fn filter_is_limited_to_what_okta_allows_and_search_is_wider() {
+    let server = okta(UserSource::Generated(30)).await;
+    for bad in [
+        "profile.department eq \"Sales\"",
+        "profile.login sw \"user1\"",
+        "status eq \"ACTIVE\" and created gt \"2022-01-01T00:00:00.000Z\"",
+        "(status eq \"ACTIVE\"",
+        "status eq \"ACTIVE\" or (profile.title eq \"Director\")",
+    ] {
+        let (status, body) = status_of(&server, "filter", bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["errorCode"], "E0000031");
+        assert_eq!(body["errorSummary"], "Invalid search criteria.");
+    }
+    let (status, body) =
+        status_of(&server, "filter", "profile.login eq \"user3@example.com\"").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(body.as_array().unwrap()), gen_ids([3]));
+
+    let sales = list_all(
+        &server,
+        "/api/v1/users",
+        &[("search", "profile.department eq \"Sales\"")],
+    )
+    .await;
+    assert_eq!(ids(&sales), gen_ids([1, 7, 13, 19, 25]));
+    // Search values are case-insensitive, operators too.
+    let sales = list_all(
+        &server,
+        "/api/v1/users",
+        &[(
+            "search",
+            "profile.department EQ \"sales\" and profile.login SW \"USER1\"",
+        )],
+    )
+    .await;
+    assert_eq!(ids(&sales), gen_ids([1, 13, 19]));
+    let mixed = list_all(
+        &server,
+        "/api/v1/users",
+        &[("search", "profile.department eq \"Sales\" and (created lt \"2022-01-01T00:00:05.000Z\" or profile.title eq \"Director\")")],
+    )
+    .await;
+    assert_eq!(ids(&mixed), gen_ids([1, 19]));
+    // Filter values are case-sensitive.
+    let (status, body) = status_of(&server, "filter", "status eq \"active\"").await;
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = status_of(&server, "search", "profile.department co \"ale\"").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errorCode"], "E0000031");
+}
+
+#[tokio::test]
+async fn deprovisioned_users_are_omitted_only_from_unfiltered_user_lists() {
+    let server = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(6),
+        groups: vec![("00g1".into(), vec![1, 2, 3])],
+        ..Default::default()
+    })
+    .await;
+    server.modify_user(2, |u| u["status"] = json!("DEPROVISIONED"));
+    server.modify_user(5, |u| u["status"] = json!("DEPROVISIONED"));
+
+    let all = list_all(&server, "/api/v1/users", &[("limit", "2")]).await;
+    assert_eq!(ids(&all), gen_ids([0, 1, 3, 4]));
+    // No page ends on a dangling `next` that would only hold deprovisioned users.
+    let pages: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(pages, vec![200, 200]);
+
+    for (param, expr) in [
+        ("filter", "status eq \"DEPROVISIONED\""),
+        ("search", "status eq \"deprovisioned\""),
+    ] {
+        let found = list_all(&server, "/api/v1/users", &[(param, expr)]).await;
+        assert_eq!(ids(&found), gen_ids([2, 5]), "{param}");
+        assert!(found.iter().all(|u| u["status"] == "DEPROVISIONED"));
+    }
+    let everyone = list_all(
+        &server,
+        "/api/v1/users",
+        &[("filter", "lastUpdated ge \"2025-01-01T00:00:00.000Z\"")],
+    )
+    .await;
+    assert_eq!(ids(&everyone), gen_ids(0..6));
+
+    let members = list_all(&server, "/api/v1/groups/00g1/users", &[]).await;
+    assert_eq!(ids(&members), gen_ids([1, 2, 3]));
+
+    // Reactivated: listed again.
+    server.modify_user(2, |u| u["status"] = json!("ACTIVE"));
+    let all = list_all(&server, "/api/v1/users", &[]).await;
+    assert_eq!(ids(&all), gen_ids([0, 1, 2, 3, 4]));
+}
+
+#[tokio::test]
+async fn recorded_requests_hold_decoded_filter_and_search() {
+    let server = okta(UserSource::Generated(3)).await;
+    let http = client();
+    let base = server.base_url();
+    for url in [
+        format!("{base}/api/v1/users?limit=2&filter=status%20eq%20%22ACTIVE%22"),
+        format!(
+            "{base}/api/v1/users?search=profile.login+sw+%22user%22&filter=id%20eq%20%2200u1%22"
+        ),
+        format!("{base}/api/v1/users"),
+        format!("{base}/api/v1/users?filter=profile.department%20eq%20%22x%22"),
+    ] {
+        http.get(&url)
+            .header("Authorization", AUTH)
+            .send()
+            .await
+            .unwrap();
+    }
+    let got: Vec<(Option<String>, Option<String>, u16)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.filter, r.search, r.status))
+        .collect();
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        got,
+        vec![
+            (s("status eq \"ACTIVE\""), None, 200),
+            (s("id eq \"00u1\""), s("profile.login sw \"user\""), 200),
+            (None, None, 200),
+            (s("profile.department eq \"x\""), None, 400),
+        ]
+    );
 }
