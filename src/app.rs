@@ -102,12 +102,15 @@ pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, St
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))
     };
     Ok(Clients {
-        okta: Arc::new(OktaClient::new(
-            http(settings.okta.timeouts)?,
-            &settings.okta,
-            settings.retry,
-            metrics.clone(),
-        )),
+        okta: Arc::new(
+            OktaClient::new(
+                http(settings.okta.timeouts)?,
+                &settings.okta,
+                settings.retry,
+                metrics.clone(),
+            )
+            .map_err(|e| format!("cannot set up the Okta client: {e}"))?,
+        ),
         pendo: Arc::new(PendoClient::new(
             http(settings.pendo.timeouts)?,
             &settings.pendo,
@@ -361,7 +364,12 @@ async fn check(path: &Path, settings: &Settings) -> i32 {
         ),
         Err(e) => {
             ok = false;
-            println!("{:<7} {:<5} {okta_host}: {e}", "okta", "FAIL");
+            println!(
+                "{:<7} {:<5} {okta_host}: {}: {e}",
+                "okta",
+                "FAIL",
+                clients.okta.auth_description()
+            );
         }
     }
     match pendo {

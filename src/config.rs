@@ -40,6 +40,11 @@ pub const KEYS: &[&str] = &[
     "okta.rate_limit_share",
     "okta.connect_timeout",
     "okta.request_timeout",
+    "okta.oauth.client_id",
+    "okta.oauth.private_key",
+    "okta.oauth.private_key_file",
+    "okta.oauth.key_id",
+    "okta.oauth.scopes",
     "pendo.integration_key",
     "pendo.integration_key_file",
     "pendo.region",
@@ -102,8 +107,8 @@ pub struct ScheduleSettings {
 pub struct OktaSettings {
     /// The org, e.g. `https://acme.okta.com`, without a trailing slash.
     pub org_url: Url,
-    /// The SSWS API token.
-    pub api_token: SecretString,
+    /// How to authenticate: an SSWS token or an OAuth service app.
+    pub credentials: OktaCredentials,
     /// Which users are in scope.
     pub scope: UserScope,
     /// Users per page, 1 to 200.
@@ -118,6 +123,26 @@ pub struct OktaSettings {
 pub struct Timeouts {
     pub connect: Duration,
     pub request: Duration,
+}
+
+/// How the client authenticates to Okta.
+#[derive(Debug)]
+pub enum OktaCredentials {
+    /// `Authorization: SSWS {token}`.
+    Ssws(SecretString),
+    /// OAuth 2.0 client credentials for a service app.
+    OAuth(OAuthSettings),
+}
+
+/// An Okta service app (`[okta.oauth]`).
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub client_id: String,
+    /// The PEM private key whose public half is registered for the app.
+    pub private_key: SecretString,
+    /// Sent as `kid` when set.
+    pub key_id: Option<String>,
+    pub scopes: Vec<String>,
 }
 
 /// Which users a run reads. Okta takes at most one of these, so the type allows one.
@@ -351,15 +376,25 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Warns when the file holds a secret inline and other users may read it.
 fn inline_secret_warning(path: &Path, file: &toml::Table, warnings: &mut Vec<String>) {
-    let inline: Vec<&str> = [("okta", "api_token"), ("pendo", "integration_key")]
-        .into_iter()
-        .filter(|(section, key)| {
-            file.get(*section)
-                .and_then(|s| s.as_table())
-                .is_some_and(|t| t.contains_key(*key))
-        })
-        .map(|(section, _)| section)
-        .collect();
+    let inline: Vec<&str> = [
+        (&["okta"][..], "api_token", "okta.api_token"),
+        (
+            &["okta", "oauth"][..],
+            "private_key",
+            "okta.oauth.private_key",
+        ),
+        (&["pendo"][..], "integration_key", "pendo.integration_key"),
+    ]
+    .into_iter()
+    .filter(|(tables, key, _)| {
+        let mut t = Some(file);
+        for name in *tables {
+            t = t.and_then(|t| t.get(*name)).and_then(|v| v.as_table());
+        }
+        t.is_some_and(|t| t.contains_key(*key))
+    })
+    .map(|(_, _, full)| full)
+    .collect();
     if inline.is_empty() {
         return;
     }
@@ -369,13 +404,7 @@ fn inline_secret_warning(path: &Path, file: &toml::Table, warnings: &mut Vec<Str
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                let keys: Vec<String> = inline
-                    .iter()
-                    .map(|s| match *s {
-                        "okta" => "okta.api_token".to_owned(),
-                        _ => "pendo.integration_key".to_owned(),
-                    })
-                    .collect();
+                let keys = inline;
                 warnings.push(format!(
                     "{} holds a secret inline ({}) and other users may read it (mode {mode:o}): \
                      run `chmod 600` on it or move the secret to the matching *_file key",
@@ -634,7 +663,9 @@ fn okta_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<OktaSet
             None
         }
     };
-    let api_token = s.secret("api_token", problems);
+    let oauth_table = s.table.remove("oauth");
+    let has_inline_token =
+        s.table.contains_key("api_token") || s.table.contains_key("api_token_file");
 
     let filter = s
         .take::<String>("filter", problems)
@@ -694,13 +725,89 @@ fn okta_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<OktaSet
     };
     let timeouts = timeouts(s, Duration::from_secs(60), problems);
 
+    let credentials = match oauth_table {
+        None => s.secret("api_token", problems).map(OktaCredentials::Ssws),
+        Some(_) if has_inline_token => {
+            s.problem(
+                problems,
+                "oauth",
+                "set either okta.api_token (or okta.api_token_file) or [okta.oauth], not both",
+            );
+            None
+        }
+        Some(value) => {
+            let groups = matches!(scope, Some(UserScope::Groups(_)));
+            oauth_settings(value, groups, problems).map(OktaCredentials::OAuth)
+        }
+    };
+
     Some(OktaSettings {
         org_url: org_url?,
-        api_token: api_token?,
+        credentials: credentials?,
         scope: scope?,
         page_size: page_size?,
         rate_limit_share: rate_limit_share?,
         timeouts: timeouts?,
+    })
+}
+
+/// `[okta.oauth]`: a service app's client ID, private key and scopes.
+fn oauth_settings(
+    value: Value,
+    groups: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<OAuthSettings> {
+    let mut root = config::Map::new();
+    root.insert("okta.oauth".to_owned(), value);
+    let mut s = Section::new(&mut root, "okta.oauth", problems);
+    let client_id = s
+        .take::<String>("client_id", problems)
+        .filter(|c| !c.trim().is_empty());
+    if client_id.is_none() && !problems.iter().any(|p| p.key == "okta.oauth.client_id") {
+        s.problem(
+            problems,
+            "client_id",
+            "is required (the service app's Client ID, 0oa...)",
+        );
+    }
+    let key_name = if s.table.contains_key("private_key") {
+        "private_key"
+    } else {
+        "private_key_file"
+    };
+    let private_key = s.secret("private_key", problems);
+    let private_key = private_key.and_then(|k| {
+        match crate::okta::auth::parse_private_key(secrecy::ExposeSecret::expose_secret(&k)) {
+            Ok(_) => Some(k),
+            Err(why) => {
+                s.problem(problems, key_name, format!("{why} (value not shown)"));
+                None
+            }
+        }
+    });
+    let key_id = s
+        .take::<String>("key_id", problems)
+        .filter(|k| !k.trim().is_empty());
+    let scopes = match take_string_list(&mut s, "scopes", problems) {
+        Some(v) if v.is_empty() => {
+            s.problem(problems, "scopes", "must name at least one scope");
+            None
+        }
+        Some(v) => Some(v),
+        None => {
+            let mut v = vec!["okta.users.read".to_owned()];
+            if groups {
+                v.push("okta.groups.read".to_owned());
+            }
+            Some(v)
+        }
+    };
+    s.finish(problems);
+    Some(OAuthSettings {
+        client_id: client_id?.trim().to_owned(),
+        private_key: private_key?,
+        key_id: key_id.map(|k| k.trim().to_owned()),
+        scopes: scopes?,
     })
 }
 
@@ -728,6 +835,9 @@ fn take_string_list(
         _ => Err("must be a list of strings".into()),
     };
     let items = items.and_then(|ids| {
+        if key != "group_ids" {
+            return Ok(ids);
+        }
         match ids
             .iter()
             .find(|id| !id.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -1208,7 +1318,10 @@ department = "profile.department"
         assert_eq!(s.sync.visitor_id_key.as_str(), "profile.login");
         assert_eq!(s.sync.on_null, OnNull::Skip);
         assert_eq!(s.log.format, LogFormat::Text);
-        assert_eq!(s.okta.api_token.expose_secret(), "00abcSECRET");
+        match &s.okta.credentials {
+            OktaCredentials::Ssws(t) => assert_eq!(t.expose_secret(), "00abcSECRET"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -1229,7 +1342,10 @@ department = "profile.department"
         let s = load_with_env(&write(&dir, MINIMAL), Some(env))
             .unwrap()
             .settings;
-        assert_eq!(s.okta.api_token.expose_secret(), "0123");
+        match &s.okta.credentials {
+            OktaCredentials::Ssws(t) => assert_eq!(t.expose_secret(), "0123"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(s.pendo.batch_size.get(), 50);
         assert_eq!(s.pendo.base_url.as_str(), "https://app.eu.pendo.io/");
     }

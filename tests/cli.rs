@@ -180,7 +180,7 @@ fn the_example_config_loads_and_documents_every_key() {
     let text = std::fs::read_to_string(&example).unwrap();
     // Every key the loader accepts is documented, under its section.
     for full in config::KEYS {
-        let (section, key) = full.split_once('.').unwrap();
+        let (section, key) = full.rsplit_once('.').unwrap();
         let start = text
             .find(&format!("[{section}]"))
             .unwrap_or_else(|| panic!("the example has no [{section}]"));

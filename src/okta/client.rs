@@ -6,15 +6,18 @@
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderMap, HeaderValue, LINK};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderMap, LINK};
+use secrecy::SecretString;
 use serde_json::Value;
 use url::Url;
 
 use std::sync::Arc;
 
 use super::pacer::Budget;
-use crate::config::{OktaSettings, UserScope};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::auth::{Auth, OAuth, Retry};
+use crate::config::{OktaCredentials, OktaSettings, UserScope};
 use crate::http;
 use crate::metrics::{Metrics, Service};
 use crate::retry::{Attempt, RetryPolicy, with_retry};
@@ -31,12 +34,14 @@ pub enum OktaError {
         code_suffix(.code)
     )]
     Unauthorized { code: String },
-    #[error(
-        "Okta refused the request (HTTP 403{}): the token's administrator may not read {what}; \
-         give it the Read-only Administrator role or a custom role with that permission",
-        code_suffix(.code)
-    )]
-    Forbidden { code: String, what: &'static str },
+    #[error("Okta refused the request (HTTP 403{}): {}", code_suffix(.code), forbidden_advice(*.oauth, .what))]
+    Forbidden {
+        code: String,
+        what: &'static str,
+        oauth: bool,
+    },
+    #[error("cannot get an Okta access token: {what}")]
+    OAuth { what: String },
     #[error("Okta answered HTTP {status} for {path}: {summary}")]
     Status {
         status: u16,
@@ -54,6 +59,20 @@ pub enum OktaError {
     Network { org: String, detail: String },
     #[error("Okta sent a malformed page for {path}: {detail}")]
     Malformed { path: String, detail: String },
+}
+
+fn forbidden_advice(oauth: bool, what: &str) -> String {
+    if oauth {
+        format!(
+            "the service app may not read {what}: assign it an admin role (Read-only \
+             Administrator) under its Admin roles tab, and grant the matching okta.*.read scope"
+        )
+    } else {
+        format!(
+            "the token's administrator may not read {what}; give it the Read-only Administrator \
+             role or a custom role with that permission"
+        )
+    }
 }
 
 fn code_suffix(code: &str) -> String {
@@ -90,7 +109,7 @@ pub struct Page {
 pub struct OktaClient {
     http: reqwest::Client,
     org: Url,
-    token: SecretString,
+    auth: Auth,
     retry: RetryPolicy,
     page_size: u32,
     pacer: super::pacer::Pacer,
@@ -101,7 +120,7 @@ impl std::fmt::Debug for OktaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OktaClient")
             .field("org", &self.org.as_str())
-            .field("token", &"[redacted]")
+            .field("auth", &self.auth.describe())
             .finish()
     }
 }
@@ -112,16 +131,27 @@ impl OktaClient {
         settings: &OktaSettings,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        OktaClient {
+    ) -> Result<Self, String> {
+        let auth = match &settings.credentials {
+            OktaCredentials::Ssws(token) => Auth::Ssws(token.clone()),
+            OktaCredentials::OAuth(o) => {
+                Auth::OAuth(Box::new(OAuth::new(http.clone(), &settings.org_url, o)?))
+            }
+        };
+        Ok(OktaClient {
             http,
             org: settings.org_url.clone(),
-            token: settings.api_token.clone(),
+            auth,
             retry,
             page_size: settings.page_size,
             pacer: super::pacer::Pacer::new(settings.rate_limit_share),
             metrics,
-        }
+        })
+    }
+
+    /// How the client authenticates, in words.
+    pub fn auth_description(&self) -> String {
+        self.auth.describe()
     }
 
     /// The first page URL of each listing the scope needs (one per group, else one). With
@@ -170,11 +200,12 @@ impl OktaClient {
     /// Fetches one page, retrying what is transient.
     pub async fn page(&self, url: &Url) -> Result<Page, OktaError> {
         let path = url.path().to_owned();
+        let auth_retries = AtomicU8::new(0);
         with_retry(
             &self.retry,
             "okta page",
             || self.metrics.retry(Service::Okta),
-            || self.try_page(url, &path),
+            || self.try_page(url, &path, &auth_retries),
         )
         .await
     }
@@ -189,17 +220,16 @@ impl OktaClient {
         self.page(&url).await.map(|_| ())
     }
 
-    async fn try_page(&self, url: &Url, path: &str) -> Attempt<Page, OktaError> {
-        let mut auth = match HeaderValue::from_str(&format!("SSWS {}", self.token.expose_secret()))
-        {
-            Ok(v) => v,
-            Err(_) => {
-                return Attempt::Done(Err(OktaError::Unauthorized {
-                    code: "the configured token contains characters not allowed in a header".into(),
-                }));
-            }
+    async fn try_page(
+        &self,
+        url: &Url,
+        path: &str,
+        auth_retries: &AtomicU8,
+    ) -> Attempt<Page, OktaError> {
+        let credentials = match self.auth.credentials("GET", url).await {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(e)),
         };
-        auth.set_sensitive(true);
         let pause = self.pacer.delay().min(self.retry.max_rate_limit_wait);
         if !pause.is_zero() {
             tracing::debug!(
@@ -209,13 +239,15 @@ impl OktaClient {
             tokio::time::sleep(pause).await;
         }
         self.pacer.started();
-        let sent = self
+        let mut request = self
             .http
             .get(url.clone())
-            .header(AUTHORIZATION, auth)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await;
+            .header(AUTHORIZATION, credentials.authorization)
+            .header(ACCEPT, "application/json");
+        if let Some(proof) = credentials.dpop {
+            request = request.header("DPoP", proof);
+        }
+        let sent = request.send().await;
         self.metrics.request(
             Service::Okta,
             sent.as_ref().ok().map(|r| r.status().as_u16()),
@@ -266,7 +298,23 @@ impl OktaClient {
                 other => Attempt::Done(other),
             };
         }
-        let (code, summary) = okta_error_body(&body, &self.token);
+        // A DPoP nonce challenge, or a token that expired: answer it at once, twice at most.
+        let again = self.auth.answer(status.as_u16(), &headers);
+        if again != Retry::No && auth_retries.fetch_add(1, Ordering::Relaxed) < 2 {
+            let error = OktaError::Unauthorized {
+                code: String::new(),
+            };
+            let reason = match again {
+                Retry::Nonce => "Okta asks for a new DPoP nonce",
+                _ => "Okta says the access token expired; fetching a new one",
+            };
+            return Attempt::Wait {
+                error,
+                wait: Duration::ZERO,
+                reason: reason.into(),
+            };
+        }
+        let (code, summary) = okta_error_body(&body, &self.auth.secrets());
         let what = if path.contains("/groups/") {
             "groups and their members"
         } else {
@@ -274,7 +322,11 @@ impl OktaClient {
         };
         match status {
             StatusCode::UNAUTHORIZED => Attempt::Done(Err(OktaError::Unauthorized { code })),
-            StatusCode::FORBIDDEN => Attempt::Done(Err(OktaError::Forbidden { code, what })),
+            StatusCode::FORBIDDEN => Attempt::Done(Err(OktaError::Forbidden {
+                code,
+                what,
+                oauth: matches!(self.auth, Auth::OAuth(_)),
+            })),
             StatusCode::TOO_MANY_REQUESTS => {
                 let error = OktaError::Status {
                     status: 429,
@@ -367,7 +419,7 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// Okta's error body: `errorCode` and `errorSummary`, or a short excerpt of whatever came.
-fn okta_error_body(body: &[u8], token: &SecretString) -> (String, String) {
+fn okta_error_body(body: &[u8], secrets: &[&SecretString]) -> (String, String) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct OktaErrorBody {
@@ -379,11 +431,11 @@ fn okta_error_body(body: &[u8], token: &SecretString) -> (String, String) {
             let code = b.error_code.unwrap_or_default();
             let summary = b.error_summary.unwrap_or_default();
             (
-                http::excerpt(code.as_bytes(), &[token]),
-                http::excerpt(summary.as_bytes(), &[token]),
+                http::excerpt(code.as_bytes(), secrets),
+                http::excerpt(summary.as_bytes(), secrets),
             )
         }
-        Err(_) => (String::new(), http::excerpt(body, &[token])),
+        Err(_) => (String::new(), http::excerpt(body, secrets)),
     }
 }
 
@@ -412,6 +464,7 @@ pub fn rate_limit_wait(headers: &HeaderMap) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -1,0 +1,544 @@
+//! Authentication toward Okta: an SSWS API token, or OAuth 2.0 for a service app — client
+//! credentials with a `private_key_jwt` client assertion, and DPoP-bound tokens (RFC 9449)
+//! where the app demands them.
+//!
+//! With OAuth, the access token is fetched from `{org}/oauth2/v1/token`, cached, and renewed a
+//! minute before it expires (and once more when the API says it expired). Every token request
+//! carries a DPoP proof signed with a key pair made for this process; Okta binds the token to
+//! that key when the app requires DPoP (`token_type` "DPoP"), and every API request then
+//! carries a fresh proof with `htm`, `htu` (no query), `iat`, `jti` and `ath`. `use_dpop_nonce`
+//! challenges, from the token endpoint or the API, are answered with the server's nonce.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use aws_lc_rs::digest;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+    EllipticCurveKeyType, Jwk,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use url::Url;
+
+use super::client::OktaError;
+use crate::config::OAuthSettings;
+use crate::http;
+
+/// A token is renewed this long before it expires.
+const RENEW_EARLY: Duration = Duration::from_secs(60);
+/// The lifetime of a client assertion.
+const ASSERTION_LIFETIME: u64 = 300;
+
+/// The headers that authenticate one API request.
+pub struct Credentials {
+    pub authorization: HeaderValue,
+    pub dpop: Option<HeaderValue>,
+}
+
+/// How the client authenticates.
+pub enum Auth {
+    Ssws(SecretString),
+    OAuth(Box<OAuth>),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Auth {
+    /// The mode in words, for `check` and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Auth::Ssws(_) => "SSWS API token".into(),
+            Auth::OAuth(o) => {
+                let kind = match *o.lock_nonces() {
+                    Nonces {
+                        bound: Some(true), ..
+                    } => "DPoP-bound token",
+                    Nonces {
+                        bound: Some(false), ..
+                    } => "Bearer token",
+                    _ => "token not fetched yet",
+                };
+                format!("OAuth 2.0 service app {} ({kind})", o.client_id)
+            }
+        }
+    }
+
+    /// The secrets to blank out of anything quoted from a response.
+    pub fn secrets(&self) -> Vec<&SecretString> {
+        match self {
+            Auth::Ssws(token) => vec![token],
+            Auth::OAuth(_) => Vec::new(),
+        }
+    }
+
+    /// The headers for a request; with OAuth, a token is fetched first if needed.
+    pub async fn credentials(&self, method: &str, url: &Url) -> Result<Credentials, OktaError> {
+        match self {
+            Auth::Ssws(token) => {
+                let mut value = HeaderValue::from_str(&format!("SSWS {}", token.expose_secret()))
+                    .map_err(|_| OktaError::Unauthorized {
+                    code: "the token holds characters not allowed in a header".into(),
+                })?;
+                value.set_sensitive(true);
+                Ok(Credentials {
+                    authorization: value,
+                    dpop: None,
+                })
+            }
+            Auth::OAuth(o) => o.credentials(method, url).await,
+        }
+    }
+
+    /// Looks at an API answer: stores a new DPoP nonce. Returns whether the request should be
+    /// sent again at once (a nonce challenge, or a token that expired and was dropped).
+    pub fn answer(&self, status: u16, headers: &HeaderMap) -> Retry {
+        match self {
+            Auth::Ssws(_) => Retry::No,
+            Auth::OAuth(o) => o.answer(status, headers),
+        }
+    }
+}
+
+/// What an API answer asks of the next try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    /// The API demands a (new) DPoP nonce: send again with it.
+    Nonce,
+    /// The token expired: it was dropped; send again with a new one.
+    NewToken,
+}
+
+#[derive(Default)]
+struct Nonces {
+    token: Option<String>,
+    resource: Option<String>,
+    /// Whether the current token is DPoP-bound (None before the first token).
+    bound: Option<bool>,
+}
+
+struct Cached {
+    token: SecretString,
+    dpop: bool,
+    renew_at: Instant,
+}
+
+/// The OAuth 2.0 client credentials of a service app.
+pub struct OAuth {
+    http: reqwest::Client,
+    token_url: Url,
+    client_id: String,
+    key: EncodingKey,
+    alg: Algorithm,
+    key_id: Option<String>,
+    scopes: Vec<String>,
+    dpop: DpopKey,
+    token: tokio::sync::Mutex<Option<Cached>>,
+    nonces: Mutex<Nonces>,
+}
+
+/// The per-process DPoP key pair (P-256).
+struct DpopKey {
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+impl DpopKey {
+    fn generate() -> Result<Self, String> {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|e| format!("cannot make a DPoP key pair: {e}"))?;
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .map_err(|e| format!("cannot encode the DPoP key: {e}"))?;
+        let point = pair.public_key().as_ref();
+        if point.len() != 65 || point[0] != 4 {
+            return Err("unexpected P-256 public key encoding".into());
+        }
+        let jwk = Jwk {
+            common: CommonParameters::default(),
+            algorithm: AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+                key_type: EllipticCurveKeyType::EC,
+                curve: EllipticCurve::P256,
+                x: URL_SAFE_NO_PAD.encode(&point[1..33]),
+                y: URL_SAFE_NO_PAD.encode(&point[33..65]),
+            }),
+        };
+        Ok(DpopKey {
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+#[derive(Serialize)]
+struct ProofClaims<'a> {
+    htm: &'a str,
+    htu: &'a str,
+    iat: u64,
+    jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ath: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token_type: String,
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct OAuthErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// A random identifier for `jti`: 128 bits, hex.
+fn random_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The URL without query or fragment, as `htu` wants it.
+fn htu(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// Parses a PEM private key: RSA (PKCS#1 or PKCS#8) for RS256, or EC P-256 for ES256.
+pub fn parse_private_key(pem: &str) -> Result<(EncodingKey, Algorithm), String> {
+    let looks_ec = pem.contains("BEGIN EC PRIVATE KEY");
+    let rsa = || EncodingKey::from_rsa_pem(pem.as_bytes()).map(|k| (k, Algorithm::RS256));
+    let ec = || EncodingKey::from_ec_pem(pem.as_bytes()).map(|k| (k, Algorithm::ES256));
+    let parsed = if looks_ec {
+        ec().or_else(|_| rsa())
+    } else {
+        rsa().or_else(|_| ec())
+    };
+    let (key, alg) = parsed.map_err(|_| {
+        "is not a PEM RSA or EC (P-256) private key (\"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE \
+         KEY\" or \"BEGIN EC PRIVATE KEY\")"
+            .to_owned()
+    })?;
+    // Sign once, so a key that parses but cannot sign fails now, not at the first run.
+    let mut header = Header::new(alg);
+    header.typ = Some("JWT".into());
+    jsonwebtoken::encode(&header, &serde_json::json!({"probe": true}), &key)
+        .map_err(|e| format!("cannot sign with it: {e}"))?;
+    Ok((key, alg))
+}
+
+impl OAuth {
+    pub fn new(http: reqwest::Client, org: &Url, settings: &OAuthSettings) -> Result<Self, String> {
+        let (key, alg) = parse_private_key(settings.private_key.expose_secret())?;
+        let token_url = org
+            .join("oauth2/v1/token")
+            .map_err(|e| format!("cannot build the token URL: {e}"))?;
+        Ok(OAuth {
+            http,
+            token_url,
+            client_id: settings.client_id.clone(),
+            key,
+            alg,
+            key_id: settings.key_id.clone(),
+            scopes: settings.scopes.clone(),
+            dpop: DpopKey::generate()?,
+            token: tokio::sync::Mutex::new(None),
+            nonces: Mutex::new(Nonces::default()),
+        })
+    }
+
+    fn lock_nonces(&self) -> std::sync::MutexGuard<'_, Nonces> {
+        self.nonces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn assertion(&self) -> Result<String, OktaError> {
+        let now = unix_now();
+        let mut header = Header::new(self.alg);
+        header.kid = self.key_id.clone();
+        let aud = self.token_url.as_str();
+        let claims = AssertionClaims {
+            iss: &self.client_id,
+            sub: &self.client_id,
+            aud,
+            iat: now,
+            exp: now + ASSERTION_LIFETIME,
+            jti: random_id(),
+        };
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| OktaError::OAuth {
+            what: format!("cannot sign the client assertion: {e}"),
+        })
+    }
+
+    fn proof(
+        &self,
+        method: &str,
+        url: &Url,
+        nonce: Option<&str>,
+        token: Option<&SecretString>,
+    ) -> Result<HeaderValue, OktaError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(self.dpop.jwk.clone());
+        let target = htu(url);
+        let claims = ProofClaims {
+            htm: method,
+            htu: &target,
+            iat: unix_now(),
+            jti: random_id(),
+            nonce,
+            ath: token.map(|t| {
+                URL_SAFE_NO_PAD.encode(digest::digest(
+                    &digest::SHA256,
+                    t.expose_secret().as_bytes(),
+                ))
+            }),
+        };
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.dpop.encoding).map_err(|e| {
+            OktaError::OAuth {
+                what: format!("cannot sign a DPoP proof: {e}"),
+            }
+        })?;
+        HeaderValue::from_str(&jwt).map_err(|_| OktaError::OAuth {
+            what: "a DPoP proof is not a valid header".into(),
+        })
+    }
+
+    async fn credentials(&self, method: &str, url: &Url) -> Result<Credentials, OktaError> {
+        let (token, dpop) = self.token().await?;
+        let scheme = if dpop { "DPoP" } else { "Bearer" };
+        let mut authorization =
+            HeaderValue::from_str(&format!("{scheme} {}", token.expose_secret())).map_err(
+                |_| OktaError::OAuth {
+                    what: "Okta's access token is not a valid header".into(),
+                },
+            )?;
+        authorization.set_sensitive(true);
+        let proof = if dpop {
+            let nonce = self.lock_nonces().resource.clone();
+            Some(self.proof(method, url, nonce.as_deref(), Some(&token))?)
+        } else {
+            None
+        };
+        Ok(Credentials {
+            authorization,
+            dpop: proof,
+        })
+    }
+
+    /// The cached token, or a new one.
+    async fn token(&self) -> Result<(SecretString, bool), OktaError> {
+        let mut cache = self.token.lock().await;
+        if let Some(c) = cache.as_ref()
+            && Instant::now() < c.renew_at
+        {
+            return Ok((c.token.clone(), c.dpop));
+        }
+        let fresh = self.fetch_token().await?;
+        let out = (fresh.token.clone(), fresh.dpop);
+        *cache = Some(fresh);
+        Ok(out)
+    }
+
+    /// Asks the token endpoint, answering one `use_dpop_nonce` challenge.
+    async fn fetch_token(&self) -> Result<Cached, OktaError> {
+        let scope = self.scopes.join(" ");
+        for _ in 0..3 {
+            let nonce = self.lock_nonces().token.clone();
+            let assertion = self.assertion()?;
+            let proof = self.proof("POST", &self.token_url, nonce.as_deref(), None)?;
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("scope", scope.as_str()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ];
+            let sent = self
+                .http
+                .post(self.token_url.clone())
+                .header("DPoP", proof)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .form(&form)
+                .send()
+                .await;
+            let response = sent.map_err(|e| OktaError::Network {
+                org: self.token_url.origin().ascii_serialization(),
+                detail: http::describe(&e),
+            })?;
+            let status = response.status().as_u16();
+            let new_nonce = response
+                .headers()
+                .get("dpop-nonce")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body =
+                http::read_body(response, 1024 * 1024)
+                    .await
+                    .map_err(|e| OktaError::Network {
+                        org: self.token_url.origin().ascii_serialization(),
+                        detail: e.to_string(),
+                    })?;
+            if status == 200 {
+                let t: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|e| OktaError::Malformed {
+                        path: self.token_url.path().to_owned(),
+                        detail: format!("not a token response: {e}"),
+                    })?;
+                let dpop = t.token_type.eq_ignore_ascii_case("DPoP");
+                self.lock_nonces().bound = Some(dpop);
+                let lifetime = Duration::from_secs(t.expires_in);
+                tracing::debug!(
+                    token_type = %t.token_type,
+                    expires_in = t.expires_in,
+                    "obtained an Okta access token"
+                );
+                return Ok(Cached {
+                    token: SecretString::from(t.access_token),
+                    dpop,
+                    renew_at: Instant::now() + lifetime.saturating_sub(RENEW_EARLY),
+                });
+            }
+            let err: OAuthErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+            if err.error == "use_dpop_nonce"
+                && let Some(n) = new_nonce
+            {
+                self.lock_nonces().token = Some(n);
+                continue;
+            }
+            return Err(token_error(status, &err, &self.scopes, &body));
+        }
+        Err(OktaError::OAuth {
+            what: "Okta kept asking for a new DPoP nonce at the token endpoint".into(),
+        })
+    }
+
+    fn answer(&self, status: u16, headers: &HeaderMap) -> Retry {
+        if let Some(n) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+            self.lock_nonces().resource = Some(n.to_owned());
+        }
+        if status != 401 {
+            return Retry::No;
+        }
+        let challenge = headers
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if challenge.contains("use_dpop_nonce") {
+            return Retry::Nonce;
+        }
+        if challenge.contains("invalid_token") {
+            // Drop the token; the next try fetches a new one.
+            if let Ok(mut cache) = self.token.try_lock() {
+                *cache = None;
+            }
+            return Retry::NewToken;
+        }
+        Retry::No
+    }
+}
+
+/// A token endpoint error, in words that say what to change in Okta.
+fn token_error(status: u16, e: &OAuthErrorBody, scopes: &[String], body: &[u8]) -> OktaError {
+    let desc = if e.error_description.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", e.error_description)
+    };
+    let what = match e.error.as_str() {
+        "invalid_client" => format!(
+            "Okta rejected the client assertion (invalid_client{desc}). Check okta.oauth.client_id, \
+             that the public key registered for the app (Client Credentials > Public keys) matches \
+             okta.oauth.private_key_file and okta.oauth.key_id, and that this machine's clock is right"
+        ),
+        "invalid_scope" => format!(
+            "Okta refused the scopes {} (invalid_scope{desc}). Grant them to the app under \
+             Okta API Scopes, or set okta.oauth.scopes",
+            scopes.join(" ")
+        ),
+        "invalid_dpop_proof" => format!(
+            "Okta rejected the DPoP proof (invalid_dpop_proof{desc}). If the app should not use \
+             DPoP, clear \"Require Demonstrating Proof of Possession (DPoP) header in token \
+             requests\" in its General Settings"
+        ),
+        "unauthorized_client" => format!(
+            "Okta does not allow this app the client credentials grant (unauthorized_client{desc}): \
+             create it as an API Services app"
+        ),
+        "" => format!(
+            "the token request failed with HTTP {status}: {}",
+            http::excerpt(body, &[])
+        ),
+        other => format!("the token request failed ({other}{desc})"),
+    };
+    OktaError::OAuth { what }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_drops_query_and_fragment() {
+        let u = Url::parse("https://a.okta.com/api/v1/users?limit=200&after=x#f").unwrap();
+        assert_eq!(htu(&u), "https://a.okta.com/api/v1/users");
+        let u = Url::parse("http://127.0.0.1:8080/oauth2/v1/token").unwrap();
+        assert_eq!(htu(&u), "http://127.0.0.1:8080/oauth2/v1/token");
+    }
+
+    #[test]
+    fn bad_keys_are_refused_in_words() {
+        let e = parse_private_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .err()
+            .unwrap();
+        assert!(e.contains("is not a PEM RSA or EC"), "{e}");
+        assert!(parse_private_key("not pem at all").is_err());
+    }
+
+    #[test]
+    fn dpop_keys_have_a_public_jwk_only() {
+        let k = DpopKey::generate().unwrap();
+        let jwk = serde_json::to_value(&k.jwk).unwrap();
+        assert_eq!(jwk["kty"], "EC");
+        assert_eq!(jwk["crv"], "P-256");
+        assert_eq!(jwk["x"].as_str().unwrap().len(), 43);
+        assert!(jwk.get("d").is_none());
+    }
+}
