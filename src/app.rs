@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,7 @@ use crate::pendo::PendoClient;
 use crate::report::{RunRecord, Trigger, count};
 use crate::schedule::{Clock, SystemClock};
 use crate::server;
-use crate::shutdown;
+use crate::shutdown::Signals;
 use crate::state::State;
 use crate::sync::{self, Clients, RunOptions};
 use crate::telemetry::{self, Target};
@@ -58,6 +59,12 @@ where
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    // Before anything slow: an early SIGTERM or SIGHUP must not kill the process.
+    let signals = match &cli.command {
+        Command::Run => Signals::register(true),
+        Command::Sync { .. } => Signals::register(false),
+        Command::History { .. } | Command::Check => None,
+    };
     let path = config::resolve_path(cli.config);
     let loaded = match config::load(&path) {
         Ok(l) => l,
@@ -84,12 +91,12 @@ async fn dispatch(cli: Cli) -> i32 {
         tracing::warn!("{w}");
     }
     match cli.command {
-        Command::Run => daemon(path, settings).await,
+        Command::Run => daemon(path, settings, signals).await,
         Command::Sync {
             dry_run,
             full,
             output,
-        } => sync_once(&settings, dry_run, full, output.as_deref()).await,
+        } => sync_once(&settings, dry_run, full, output.as_deref(), signals).await,
         Command::History { limit, json } => history(&settings, limit, json),
         Command::Check => check(&path, &settings).await,
     }
@@ -121,7 +128,13 @@ pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, St
     })
 }
 
-async fn sync_once(settings: &Settings, dry_run: bool, full: bool, output: Option<&Path>) -> i32 {
+async fn sync_once(
+    settings: &Settings,
+    dry_run: bool,
+    full: bool,
+    output: Option<&Path>,
+    signals: Option<Signals>,
+) -> i32 {
     let state = match State::open(&settings.state.path) {
         Ok(s) => std::sync::Mutex::new(s),
         Err(e) => {
@@ -157,7 +170,7 @@ async fn sync_once(settings: &Settings, dry_run: bool, full: bool, output: Optio
         force_full: full,
     };
     let cancel = CancellationToken::new();
-    let signals = shutdown::watch(cancel.clone());
+    let signals = signals.map(|s| s.watch(cancel.clone(), None));
     let outcome = match sink.as_mut() {
         Some(w) => sync::run(settings, &clients, opts, Some(&mut **w), cancel, &state).await,
         None => sync::run(settings, &clients, opts, None, cancel, &state).await,
@@ -177,12 +190,14 @@ async fn sync_once(settings: &Settings, dry_run: bool, full: bool, output: Optio
         }
     }
     log_summary(&record);
-    signals.abort();
+    if let Some(s) = signals {
+        s.abort();
+    }
     record.exit_code()
 }
 
 /// `run`: the daemon, until SIGTERM/SIGINT.
-async fn daemon(path: PathBuf, settings: Settings) -> i32 {
+async fn daemon(path: PathBuf, settings: Settings, signals: Option<Signals>) -> i32 {
     let state = match State::open(&settings.state.path) {
         Ok(s) => s,
         Err(e) => {
@@ -194,7 +209,7 @@ async fn daemon(path: PathBuf, settings: Settings) -> i32 {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stop = CancellationToken::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    let signals = shutdown::watch_with_reload(stop.clone(), reload_tx);
+    let signals = signals.map(|s| s.watch(stop.clone(), Some(reload_tx)));
     let server = match settings.server {
         None => None,
         Some(addr) => {
@@ -215,10 +230,17 @@ async fn daemon(path: PathBuf, settings: Settings) -> i32 {
         .run(reload_rx, stop.clone())
         .await;
     stop.cancel();
-    if let Some(server) = server {
-        let _ = server.await;
+    // A client that holds a connection open must not keep the process from exiting.
+    if let Some(server) = server
+        && tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the health/metrics server did not stop within 5 s; leaving it");
     }
-    signals.abort();
+    if let Some(s) = signals {
+        s.abort();
+    }
     EXIT_OK
 }
 
@@ -236,7 +258,7 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// The one info line per run that summarises its record.
 pub fn log_summary(r: &RunRecord) {
-    let duration_ms = (r.finished_at - r.started_at).whole_milliseconds() as u64;
+    let duration_ms = (r.finished_at - r.started_at).whole_milliseconds().max(0) as u64;
     let line = |msg: &str| {
         tracing::info!(
             run_id = r.id,

@@ -911,7 +911,11 @@ fn timeouts(s: &mut Section, request: Duration, problems: &mut Vec<Problem>) -> 
     })
 }
 
-/// A duration written like `"500ms"`, `"30s"`, `"5m"` or `"1h 30m"`; must be more than zero.
+/// The longest duration any key accepts: longer is a typo, and would overflow timers.
+const MAX_DURATION: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// A duration written like `"500ms"`, `"30s"`, `"5m"` or `"1h 30m"`; more than zero and at
+/// most 400 days.
 fn duration(
     s: &mut Section,
     key: &str,
@@ -922,6 +926,10 @@ fn duration(
         return (!problems.iter().any(|p| p.key == s.key(key))).then_some(default);
     };
     match humantime::parse_duration(raw.trim()) {
+        Ok(d) if d > MAX_DURATION => {
+            s.problem(problems, key, format!("\"{raw}\" is longer than 400 days"));
+            None
+        }
         Ok(d) if !d.is_zero() => Some(d),
         Ok(_) => {
             s.problem(problems, key, "must be more than zero");

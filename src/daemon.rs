@@ -37,7 +37,8 @@ pub trait Job: Send + Sync + 'static {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, ()>;
 
-    /// When the last recorded run started, for catch-up.
+    /// When the last run that got through started (succeeded or partial, not a dry run), for
+    /// catch-up: an interrupted or failed run does not count as done.
     fn last_run_started(&self) -> Option<DateTime<Utc>>;
 }
 
@@ -74,6 +75,7 @@ impl Daemon {
     /// Runs until `stop` fires; then lets a running sync finish its grace period and returns.
     pub async fn run(mut self, mut reload: mpsc::Receiver<()>, stop: CancellationToken) {
         let mut running: Option<JoinHandle<()>> = None;
+        let mut last_fire: Option<DateTime<Utc>> = None;
         self.metrics.beat(self.clock.now());
         let sched = &self.settings.schedule;
         tracing::info!(
@@ -92,7 +94,12 @@ impl Daemon {
         }
 
         'schedule: loop {
-            let next = self.settings.schedule.cron.next_after(self.clock.now());
+            // Never the same fire twice, even if the clock steps back.
+            let from = match last_fire {
+                Some(f) if f > self.clock.now() => f,
+                _ => self.clock.now(),
+            };
+            let next = self.settings.schedule.cron.next_after(from);
             self.metrics.next_run(next);
             match next {
                 Some(t) => tracing::info!(
@@ -102,11 +109,13 @@ impl Daemon {
                 ),
                 None => tracing::warn!("the schedule has no next fire time"),
             }
-            // Sleep toward the fire, looking around at least once a minute.
+            let due = |clock: &dyn Clock| next.is_some_and(|t| clock.now() >= t);
+            // Sleep toward the fire, looking around at least once a minute. A reload recomputes
+            // the fire, unless it is already due: then it fires with the new settings.
             loop {
                 let now = self.clock.now();
                 self.metrics.beat(now);
-                if next.is_some_and(|t| now >= t) {
+                if due(&*self.clock) {
                     break;
                 }
                 let slice = next.map_or(SLICE, |t| sleep_slice(now, t, SLICE));
@@ -115,21 +124,26 @@ impl Daemon {
                     () = stop.cancelled() => break 'schedule,
                     Some(()) = reload.recv() => {
                         self.reload("SIGHUP");
-                        continue 'schedule;
+                        if !due(&*self.clock) {
+                            continue 'schedule;
+                        }
                     }
                     () = finished(&mut running) => {
                         if let Some(t) = next {
-                            tracing::info!(next_run = %t.to_rfc3339(), "next run at {}", self.settings.schedule.cron.local(t));
+                            tracing::info!(next_run = %t.to_rfc3339(), "run finished; next run at {}", self.settings.schedule.cron.local(t));
                         }
                     }
                     () = tokio::time::sleep(slice) => {
                         if self.config_changed() {
                             self.reload("the config file changed");
-                            continue 'schedule;
+                            if !due(&*self.clock) {
+                                continue 'schedule;
+                            }
                         }
                     }
                 }
             }
+            last_fire = next;
             // The fire. An edited file applies from this run on.
             if self.config_changed() {
                 self.reload("the config file changed");
@@ -146,7 +160,9 @@ impl Daemon {
 
         if let Some(handle) = running.take() {
             tracing::info!("waiting for the running sync to finish its grace period");
-            let _ = handle.await;
+            if let Err(e) = handle.await {
+                tracing::error!("the running sync ended abnormally: {e}");
+            }
         }
         tracing::info!("stopped");
     }
@@ -225,7 +241,9 @@ impl Daemon {
 async fn finished(running: &mut Option<JoinHandle<()>>) {
     match running {
         Some(handle) => {
-            let _ = handle.await;
+            if let Err(e) = handle.await {
+                tracing::error!("the sync ended abnormally: {e}");
+            }
             *running = None;
         }
         None => std::future::pending().await,
@@ -249,6 +267,10 @@ pub struct SyncJob {
 
 impl SyncJob {
     pub fn new(state: State, metrics: Arc<Metrics>) -> Arc<Self> {
+        // Show the last run in the metrics from the start, not only after the next one.
+        if let Ok(Some(last)) = state.last_run() {
+            metrics.run_finished(&last);
+        }
         Arc::new(SyncJob {
             state: Mutex::new(state),
             metrics,
@@ -269,10 +291,17 @@ impl Job for SyncJob {
     ) -> BoxFuture<'static, ()> {
         let this = self;
         Box::pin(async move {
+            this.metrics.run_started();
             let clients = match crate::app::clients(&settings, this.metrics.clone()) {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!("{e}");
+                    let mut record = crate::report::RunRecord::not_started(trigger, e);
+                    match this.state().finish_run(&record, None) {
+                        Ok(id) => record.id = id,
+                        Err(e) => tracing::error!("the run could not be recorded: {e}"),
+                    }
+                    this.metrics.run_finished(&record);
+                    crate::app::log_summary(&record);
                     return;
                 }
             };
@@ -296,7 +325,7 @@ impl Job for SyncJob {
     }
 
     fn last_run_started(&self) -> Option<DateTime<Utc>> {
-        let last = self.state().last_run().ok().flatten()?;
+        let last = self.state().last_completed_run().ok().flatten()?;
         DateTime::from_timestamp(
             last.started_at.unix_timestamp(),
             last.started_at.nanosecond(),

@@ -64,6 +64,8 @@ pub struct Metrics {
     last_run_end: Gauge<f64, AtomicU64>,
     last_run_duration: Gauge<f64, AtomicU64>,
     next_run: Gauge<f64, AtomicU64>,
+    run_in_progress: Gauge,
+    current_run_start: Gauge<f64, AtomicU64>,
     /// When the scheduler last showed it was alive (Unix seconds), for `/healthz`.
     heartbeat: AtomicI64,
 }
@@ -89,6 +91,8 @@ impl Metrics {
             last_run_end: Gauge::default(),
             last_run_duration: Gauge::default(),
             next_run: Gauge::default(),
+            run_in_progress: Gauge::default(),
+            current_run_start: Gauge::default(),
             heartbeat: AtomicI64::new(0),
             registry: Registry::default(),
         };
@@ -143,6 +147,16 @@ impl Metrics {
             "When the next scheduled run is due (Unix time)",
             m.next_run.clone(),
         );
+        registry.register(
+            "run_in_progress",
+            "1 while a run is going",
+            m.run_in_progress.clone(),
+        );
+        registry.register(
+            "current_run_start_timestamp_seconds",
+            "When the run going now started (Unix time; 0 when none)",
+            m.current_run_start.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -184,8 +198,17 @@ impl Metrics {
             .set(at.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0));
     }
 
+    /// A run starts now.
+    pub fn run_started(&self) {
+        self.run_in_progress.set(1);
+        self.current_run_start
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+
     /// A finished run.
     pub fn run_finished(&self, r: &RunRecord) {
+        self.run_in_progress.set(0);
+        self.current_run_start.set(0.0);
         let status = r.status.as_str();
         self.runs.get_or_create(&StatusLabels { status }).inc();
         for s in [
@@ -215,7 +238,7 @@ impl Metrics {
         self.last_run_start.set(secs(r.started_at));
         self.last_run_end.set(secs(r.finished_at));
         self.last_run_duration
-            .set((r.finished_at - r.started_at).as_seconds_f64());
+            .set((r.finished_at - r.started_at).as_seconds_f64().max(0.0));
     }
 
     /// The scheduler is alive now.

@@ -250,10 +250,13 @@ impl PendoClient {
                     detail: detail(),
                 };
                 match retry_after {
+                    // At least a second, whatever it says; only a 429 waits without using up an
+                    // attempt (it is a queue, not a failure).
                     Some(wait) => Attempt::Wait {
                         reason: format!("{error} (Retry-After {} s)", wait.as_secs()),
                         error,
-                        wait,
+                        wait: wait.max(std::time::Duration::from_secs(1)),
+                        counts: s != StatusCode::TOO_MANY_REQUESTS,
                     },
                     None => Attempt::Retry {
                         reason: error.to_string(),

@@ -97,6 +97,33 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A run that could not start (its clients could not be built): failed, with the reason.
+    pub fn not_started(trigger: Trigger, why: String) -> RunRecord {
+        let now = OffsetDateTime::now_utc();
+        RunRecord {
+            id: 0,
+            trigger,
+            mode: Mode::Full,
+            started_at: now,
+            finished_at: now,
+            status: Status::Failed,
+            status_code: 0,
+            message: format!("The run could not start: {why}."),
+            okta_users_read: 0,
+            records_processed: 0,
+            users_updated: 0,
+            users_failed: 0,
+            users_missing: 0,
+            missing_visitor_ids: Vec::new(),
+            users_unchanged: 0,
+            users_skipped: 0,
+            errors: vec![RunError {
+                visitor_id: None,
+                message: why,
+            }],
+        }
+    }
+
     /// The exit code of a command that ran this: 0 when it succeeded, else 1.
     pub fn exit_code(&self) -> i32 {
         match self.status {

@@ -50,11 +50,13 @@ pub enum Attempt<T, E> {
     /// A transient failure: try again after the policy's back-off. It uses up one attempt.
     Retry { error: E, reason: String },
     /// The server asked to wait (a rate limit's reset, `Retry-After`): try again after `wait`
-    /// (at most `max_rate_limit_wait`). It uses up no attempt; `max_elapsed` still bounds it.
+    /// (at most `max_rate_limit_wait`). It uses up an attempt only when `counts` (a rate limit
+    /// is a queue, not a failure); `max_elapsed` bounds it either way.
     Wait {
         error: E,
         wait: Duration,
         reason: String,
+        counts: bool,
     },
 }
 
@@ -92,7 +94,22 @@ where
                 error,
                 wait,
                 reason,
-            } => (error, wait.min(policy.max_rate_limit_wait), reason),
+                counts,
+            } => {
+                if counts {
+                    tries += 1;
+                    if tries >= policy.max_attempts {
+                        tracing::warn!(
+                            target: "okta_pendo_sync::retry",
+                            request = what,
+                            attempts = tries,
+                            "giving up: {reason}"
+                        );
+                        return Err(error);
+                    }
+                }
+                (error, wait.min(policy.max_rate_limit_wait), reason)
+            }
         };
         let elapsed = started.elapsed();
         if elapsed + wait > policy.max_elapsed {
@@ -182,6 +199,7 @@ mod tests {
                         error: k,
                         wait: Duration::from_secs(7),
                         reason: "429".into(),
+                        counts: false,
                     }
                 }
             },
@@ -210,6 +228,7 @@ mod tests {
                             error: (),
                             wait: Duration::from_secs(7),
                             reason: "429".into(),
+                            counts: false,
                         }
                     } else {
                         Attempt::Done(Ok(k))

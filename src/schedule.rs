@@ -46,11 +46,18 @@ impl CronSchedule {
     /// `@yearly`/`@annually`, read in the IANA zone `tz`. A day-of-month and a day-of-week
     /// both restricted match either, as in cron.
     pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
-        let tz = Tz::from_str(tz.trim()).map_err(|_| ScheduleError::Zone(tz.trim().to_owned()))?;
-        let expr = expr.trim();
+        let given = expr.trim();
+        let tz = Tz::from_str(tz.trim())
+            .or_else(|_| Tz::from_str_insensitive(tz.trim()))
+            .map_err(|_| ScheduleError::Zone(tz.trim().to_owned()))?;
+        let expr = match expr.trim() {
+            e if e.eq_ignore_ascii_case("@midnight") => "@daily",
+            e if e.eq_ignore_ascii_case("@annually") => "@yearly",
+            e => e,
+        };
         let fields = expr.split_whitespace().count();
         let bad = |why: String| ScheduleError::Cron {
-            expr: expr.to_owned(),
+            expr: given.to_owned(),
             why,
         };
         if expr.starts_with('@') {
@@ -70,7 +77,7 @@ impl CronSchedule {
         cron.find_next_occurrence(&probe, false)
             .map_err(|e| bad(format!("it never fires ({})", explain(&e))))?;
         Ok(CronSchedule {
-            expr: expr.to_owned(),
+            expr: given.to_owned(),
             cron,
             tz,
         })
@@ -228,6 +235,8 @@ mod tests {
         let from = utc("2026-11-28T00:00:00Z");
         assert_eq!(five.next_after(from), Some(utc("2026-11-30T06:30:00Z")));
         assert_eq!(five.next_after(from), six.next_after(from));
+        let midnight = CronSchedule::parse("@midnight", "utc").unwrap();
+        assert_eq!(midnight.next_after(from), Some(utc("2026-11-29T00:00:00Z")));
         let weekly = CronSchedule::parse("@weekly", "UTC").unwrap();
         assert_eq!(weekly.next_after(from), Some(utc("2026-11-29T00:00:00Z")));
         let secs = CronSchedule::parse("*/15 * * * * *", "UTC").unwrap();

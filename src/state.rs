@@ -352,14 +352,19 @@ impl State {
 
     /// The newest `limit` runs, newest first.
     pub fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        self.select_runs("TRUE", limit)
+    }
+
+    /// Runs matching `condition` (fixed SQL, no user input), newest first.
+    fn select_runs(&self, condition: &str, limit: u32) -> Result<Vec<RunRecord>, StateError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, trigger, mode, started_at, finished_at, status, status_code, message,
                     okta_users_read, records_processed, users_updated, users_failed,
                     users_missing, missing_visitor_ids, users_unchanged, users_skipped, errors
-                 FROM runs ORDER BY id DESC LIMIT ?1",
-            )
+                 FROM runs WHERE {condition} ORDER BY id DESC LIMIT ?1"
+            ))
             .map_err(|e| self.query(e))?;
         let rows = stmt
             .query_map([limit], |row| {
@@ -400,6 +405,17 @@ impl State {
     /// The most recent run, if any.
     pub fn last_run(&self) -> Result<Option<RunRecord>, StateError> {
         Ok(self.runs(1)?.into_iter().next())
+    }
+
+    /// The newest run that got through: not a dry run, and succeeded or partial.
+    pub fn last_completed_run(&self) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .select_runs(
+                "mode != 'dry-run' AND status IN ('succeeded', 'partial')",
+                1,
+            )?
+            .into_iter()
+            .next())
     }
 
     /// How many runs are recorded.
@@ -653,6 +669,20 @@ mod tests {
         // A run that reached nothing leaves the point where it was.
         st.finish_run(&sample(Status::Partial), None).unwrap();
         assert_eq!(st.sync_point().unwrap(), point);
+    }
+
+    #[test]
+    fn catch_up_counts_only_runs_that_got_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("s.db")).unwrap();
+        assert!(st.last_completed_run().unwrap().is_none());
+        let done = st.insert_run(&sample(Status::Partial)).unwrap();
+        st.insert_run(&sample(Status::Interrupted)).unwrap();
+        st.insert_run(&sample(Status::Failed)).unwrap();
+        let mut dry = sample(Status::Succeeded);
+        dry.mode = Mode::DryRun;
+        st.insert_run(&dry).unwrap();
+        assert_eq!(st.last_completed_run().unwrap().unwrap().id, done);
     }
 
     #[test]

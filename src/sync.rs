@@ -389,7 +389,8 @@ impl Pipeline<'_, '_> {
                 grace_ms = self.grace.as_millis() as u64,
                 "stopping: no more reading; pushes in flight may finish within the grace period"
             );
-            self.grace_deadline = Some(Instant::now() + self.grace);
+            let now = Instant::now();
+            self.grace_deadline = Some(now.checked_add(self.grace).unwrap_or(now));
         }
         self.stop.get_or_insert(Stop::Cancelled);
     }

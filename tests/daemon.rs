@@ -333,6 +333,28 @@ async fn sighup_and_edited_files_reload_and_bad_ones_are_kept_out() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_edit_in_the_last_minute_before_a_fire_does_not_lose_it() {
+    let h = Harness::start(
+        "2026-11-28T10:58:00Z",
+        "cron = \"0 0 * * * *\"\ncatch_up = false",
+        Duration::from_secs(1),
+        None,
+    );
+    // 30 s before the 11:00 fire, a harmless edit (a comment) and a SIGHUP.
+    advance(Duration::from_secs(90)).await;
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(&h.config, format!("# edited\n{text}")).unwrap();
+    h.reload.send(()).await.unwrap();
+    advance(Duration::from_secs(3600 + 60)).await;
+    let got: Vec<String> = h.runs().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        got,
+        ["2026-11-28T11:00:00+00:00", "2026-11-28T12:00:00+00:00"]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn stop_waits_for_the_running_sync() {
     let h = Harness::start(
         "2026-11-28T10:00:00Z",

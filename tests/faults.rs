@@ -313,7 +313,11 @@ async fn pendo_faults_transient_ones_recover() {
     let (okta, pendo, setup, out) = run_with(
         okta_opts(100, vec![]),
         pendo_opts(faults),
-        parts("", "concurrency = 1"),
+        Parts {
+            pendo: "concurrency = 1",
+            extra: "[retry]\nmax_attempts = 5\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"",
+            ..Parts::default()
+        },
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -328,6 +332,22 @@ async fn pendo_faults_transient_ones_recover() {
     counts_add_up(&run);
     let log = stdout(&out);
     assert!(log.contains("Retry-After 1 s"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_zero_on_a_5xx_still_counts_attempts() {
+    let faults = (0..50)
+        .map(|request| PendoFault::RetryAfter {
+            request,
+            status: 503,
+            secs: 0,
+        })
+        .collect();
+    let (_okta, pendo, setup, out) =
+        run_with(okta_opts(5, vec![]), pendo_opts(faults), parts("", "")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(pendo.post_count(), 3, "max_attempts, not a tight loop");
+    assert_eq!(last_run(&setup).await["status"], "failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

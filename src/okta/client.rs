@@ -312,6 +312,7 @@ impl OktaClient {
                 error,
                 wait: Duration::ZERO,
                 reason: reason.into(),
+                counts: false,
             };
         }
         let (code, summary) = okta_error_body(&body, &self.auth.secrets());
@@ -342,6 +343,7 @@ impl OktaClient {
                     reason: format!("Okta {kind} reached (429 {code}); waiting for its reset"),
                     error,
                     wait: rate_limit_wait(&headers),
+                    counts: false,
                 }
             }
             s if s.is_server_error() => {

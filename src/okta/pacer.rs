@@ -64,6 +64,11 @@ impl Budget {
         // `Date` has whole seconds: the server's clock was somewhere in
         // [server_now, server_now + 1), so the window has between `secs - 1` and `secs` left.
         let secs = self.reset.saturating_sub(self.server_now);
+        if secs > 3600 {
+            // Okta's windows are a minute long: a reset this far off is a header in the wrong
+            // unit (milliseconds?), not a reason to stop for hours. Ignore it; a 429 still waits.
+            return Pause::None;
+        }
         let reserve = (self.limit as f64 * (1.0 - share)).ceil() as u64;
         let usable = self.remaining.saturating_sub(reserve);
         if usable == 0 {
@@ -73,7 +78,7 @@ impl Budget {
                 .checked_sub(since)
                 .filter(|d| !d.is_zero())
                 .map_or(Pause::None, |left| {
-                    Pause::UntilReset(left + Duration::from_secs(1))
+                    Pause::UntilReset(left.saturating_add(Duration::from_secs(1)))
                 });
         }
         // Spread what is usable over the shortest the window can be: a little fast is safe, as
@@ -197,6 +202,19 @@ mod tests {
         assert_eq!(budget(0, 0, 10).delay(0.5, Duration::ZERO), Duration::ZERO);
         assert_eq!(Budget::from_headers(&HeaderMap::new()), None);
         assert_eq!(Pacer::new(0.5).delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn absurd_resets_are_ignored_not_obeyed() {
+        let b = Budget {
+            limit: 600,
+            remaining: 0,
+            reset: u64::MAX,
+            server_now: 0,
+        };
+        assert_eq!(b.pause(0.5, Duration::ZERO), Pause::None);
+        let ms = budget(600, 0, 1_700_000_000_000);
+        assert_eq!(ms.pause(0.5, Duration::ZERO), Pause::None);
     }
 
     #[test]

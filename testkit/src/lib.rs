@@ -20,6 +20,11 @@
 //!   statuses, `Retry-After`, 409 "Operation in progress", malformed JSON, a request never
 //!   answered) and a 408 for batches over a size.
 //! * [`users`] makes deterministic, realistic Okta users, fast enough to serve a million.
+//! * [`OAuthOptions`] (in [`OktaOptions::oauth`]) turns the fake Okta into an org whose API is
+//!   accessed by an OAuth 2.0 service app: client credentials with a `private_key_jwt` client
+//!   assertion at `POST /oauth2/v1/token`, DPoP-bound (RFC 9449) or Bearer access tokens,
+//!   server nonces, scopes and the admin role, all verified as Okta does (see [`oauth`]).
+//!   [`keys`] holds throwaway key pairs for it.
 //!
 //! Both servers bind 127.0.0.1 (port 0 by default), record what they receive for assertions,
 //! and stop, closing every connection, when dropped. The `fake-saas` binary runs both in a
@@ -34,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod oauth;
 pub mod okta;
 pub mod pendo;
 mod query;
@@ -41,7 +47,25 @@ mod server;
 mod stream;
 pub mod users;
 
+pub use oauth::{OAuthOptions, TokenRequest};
 pub use okta::{
     FakeOkta, HANG_DURATION, LinkStyle, OktaFault, OktaOptions, RecordedRequest, UserSource,
 };
 pub use pendo::{ExistingVisitors, FakePendo, PendoFault, PendoOptions, ReceivedBatch};
+
+/// Throwaway key pairs for tests (see `testkit/keys/README.md`): they protect nothing and must
+/// never be registered with a real Okta org.
+pub mod keys {
+    /// RSA 2048 private key, PKCS#8 PEM (`BEGIN PRIVATE KEY`): signs RS256 client assertions
+    /// matching the default [`OAuthOptions::public_key_pem`](crate::OAuthOptions::public_key_pem).
+    pub const RSA_PRIVATE_PEM: &str = include_str!("../keys/rsa-private.pem");
+    /// The public key of [`RSA_PRIVATE_PEM`], SubjectPublicKeyInfo PEM (`BEGIN PUBLIC KEY`).
+    pub const RSA_PUBLIC_PEM: &str = include_str!("../keys/rsa-public.pem");
+    /// EC P-256 private key, PKCS#8 PEM: signs ES256 client assertions.
+    pub const EC_PRIVATE_PEM: &str = include_str!("../keys/ec-private.pem");
+    /// The public key of [`EC_PRIVATE_PEM`], SubjectPublicKeyInfo PEM.
+    pub const EC_PUBLIC_PEM: &str = include_str!("../keys/ec-public.pem");
+    /// A second RSA 2048 private key (PKCS#8 PEM), registered nowhere: for "signed with the
+    /// wrong key" tests.
+    pub const RSA_OTHER_PRIVATE_PEM: &str = include_str!("../keys/rsa-other-private.pem");
+}

@@ -26,13 +26,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::oauth::{OAuthOptions, OAuthState, TOKEN_PATH, TokenRequest};
 use crate::query::{Expr, Mode, Subject};
 use crate::stream::{CutBody, HugeBody};
 use crate::users::{generated_last_updated, generated_user, write_generated_user};
@@ -109,6 +110,18 @@ pub struct OktaOptions {
     /// Length of a budget window (see [`budget_per_minute`](Self::budget_per_minute)); default
     /// 60 s. Tests shorten it (e.g. 2 s with a budget of 5). Values below 1 ms count as 1 ms.
     pub budget_window: Duration,
+    /// OAuth 2.0 for a service app instead of the `SSWS` [`token`](Self::token); default `None`
+    /// (`SSWS`, as before). With `Some`, the server also answers `POST /oauth2/v1/token`
+    /// (client credentials, `private_key_jwt`, DPoP; see [`crate::oauth`]) and every other
+    /// request must carry an access token it issued (`Authorization: DPoP …` with a `DPoP`
+    /// proof, or `Authorization: Bearer …`); an `SSWS` token answers 401 E0000011.
+    ///
+    /// Token-endpoint requests are recorded in [`FakeOkta::token_requests`] only: they are not
+    /// in [`FakeOkta::requests`], take no request number (so [`OktaFault`]s count API requests
+    /// as without OAuth), use no [`budget_per_minute`](Self::budget_per_minute) and carry no
+    /// `x-rate-limit-*` headers. API requests refused by the OAuth checks (401, 403) are
+    /// recorded, use no budget and get no fault, like a wrong `SSWS` token.
+    pub oauth: Option<OAuthOptions>,
 }
 
 impl Default for OktaOptions {
@@ -123,6 +136,7 @@ impl Default for OktaOptions {
             faults: Vec::new(),
             budget_per_minute: None,
             budget_window: Duration::from_secs(60),
+            oauth: None,
         }
     }
 }
@@ -299,8 +313,13 @@ impl FakeOkta {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(listener.local_addr()?.port());
+        let oauth = match opts.oauth {
+            Some(o) => Some(OAuthState::new(o, &base_url)?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             base_url: base_url.clone(),
+            oauth,
             expected_auth: format!("SSWS {}", opts.token),
             users: opts.users,
             groups: opts.groups.into_iter().collect(),
@@ -397,6 +416,44 @@ impl FakeOkta {
         });
     }
 
+    /// Every request received at the token endpoint (`POST /oauth2/v1/token`) so far, in
+    /// arrival order; empty without [`OktaOptions::oauth`].
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.shared
+            .oauth
+            .as_ref()
+            .map(OAuthState::token_requests)
+            .unwrap_or_default()
+    }
+
+    /// Expires every access token issued so far, from now on (a token expiring mid-run): the
+    /// API then answers 401 `invalid_token` "The access token is expired." to them. Tokens
+    /// issued later are unaffected. No effect without [`OktaOptions::oauth`].
+    pub fn expire_tokens(&self) {
+        if let Some(o) = &self.shared.oauth {
+            o.expire_tokens();
+        }
+    }
+
+    /// How many DPoP proofs the API accepted so far (every check passed, the resource nonce
+    /// included, whatever the scope and admin-role checks then answered); token-endpoint
+    /// proofs are not counted. 0 without [`OktaOptions::oauth`].
+    pub fn verified_proofs(&self) -> usize {
+        self.shared
+            .oauth
+            .as_ref()
+            .map_or(0, OAuthState::verified_proofs)
+    }
+
+    /// Replaces the server's DPoP nonces (token endpoint and API) with fresh ones, as a real
+    /// server does from time to time: proofs carrying a previous nonce are then challenged
+    /// (`use_dpop_nonce`) with the new one. No effect without [`OktaOptions::oauth`].
+    pub fn rotate_nonces(&self) {
+        if let Some(o) = &self.shared.oauth {
+            o.rotate_nonces();
+        }
+    }
+
     /// The current JSON of user `index` (as modified by [`modify_user`](Self::modify_user),
     /// else as configured or generated); `None` when `index` is out of range.
     pub fn user(&self, index: usize) -> Option<serde_json::Value> {
@@ -418,6 +475,8 @@ impl Drop for FakeOkta {
 
 struct Shared {
     base_url: String,
+    /// OAuth instead of `SSWS`, when configured.
+    oauth: Option<OAuthState>,
     expected_auth: String,
     users: UserSource,
     groups: HashMap<String, Vec<usize>>,
@@ -504,6 +563,8 @@ struct Reply {
     limit_override: Option<u32>,
     /// A body sent differently from `body`.
     special: Option<Special>,
+    /// Extra response headers (`www-authenticate`, `dpop-nonce`).
+    headers: Vec<(&'static str, String)>,
 }
 
 /// Bodies that are not sent as one buffer.
@@ -523,6 +584,7 @@ impl Reply {
             rate_override: None,
             limit_override: None,
             special: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -554,6 +616,7 @@ fn error_reply(shared: &Shared, n: usize, status: u16, code: &str, summary: &str
         rate_override: None,
         limit_override: None,
         special: None,
+        headers: Vec::new(),
     }
 }
 
@@ -608,8 +671,14 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let now = SystemTime::now();
+    if let Some(oauth) = &shared.oauth
+        && uri.path() == TOKEN_PATH
+    {
+        return oauth.token_endpoint(&method, &headers, &body, now);
+    }
     let now_secs = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -623,9 +692,18 @@ async fn handle(
 
     let (filter, search) = filter_and_search(uri.query().unwrap_or(""));
 
-    let authorized = authorization
-        .as_deref()
-        .is_some_and(|a| same_secret(a.as_bytes(), shared.expected_auth.as_bytes()));
+    let (authorized, denial) = match &shared.oauth {
+        Some(oauth) => match oauth.check_api(&method, uri.path(), &headers, now) {
+            Ok(()) => (true, None),
+            Err(d) => (false, Some(d)),
+        },
+        None => (
+            authorization
+                .as_deref()
+                .is_some_and(|a| same_secret(a.as_bytes(), shared.expected_auth.as_bytes())),
+            None,
+        ),
+    };
     let (n, limit, remaining, reset, over_budget) = {
         let mut st = shared.lock();
         let n = st.requests.len();
@@ -678,7 +756,13 @@ async fn handle(
         }
     };
 
-    let reply = if !authorized {
+    let reply = if let Some(d) = denial {
+        let mut r = generic_error(&shared, n, d.status);
+        r.headers
+            .extend(d.www_authenticate.map(|v| ("www-authenticate", v)));
+        r.headers.extend(d.dpop_nonce.map(|v| ("dpop-nonce", v)));
+        r
+    } else if !authorized {
         generic_error(&shared, n, 401)
     } else if over_budget {
         let mut r = generic_error(&shared, n, 429);
@@ -692,6 +776,7 @@ async fn handle(
         .as_deref()
         .is_some_and(|a| a.to_ascii_lowercase().contains("gzip"));
     let mut content_length = None;
+    let extra_headers = reply.headers;
     let (body, gzip) = match reply.special {
         None => {
             let gzip = !reply.body.is_empty() && wants_gzip;
@@ -748,6 +833,11 @@ async fn handle(
         }
     }
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    for (name, value) in extra_headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
     if gzip {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
