@@ -381,8 +381,10 @@ async fn check(path: &Path, settings: &Settings) -> i32 {
     let (okta, pendo) = tokio::join!(clients.okta.probe(), clients.pendo.visitor_schema());
     match okta {
         Ok(()) => println!(
-            "{:<7} {:<5} {okta_host}: the API token can read users",
-            "okta", "ok"
+            "{:<7} {:<5} {okta_host}: {}: users can be read",
+            "okta",
+            "ok",
+            clients.okta.auth_description()
         ),
         Err(e) => {
             ok = false;

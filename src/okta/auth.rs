@@ -3,11 +3,13 @@
 //! where the app demands them.
 //!
 //! With OAuth, the access token is fetched from `{org}/oauth2/v1/token`, cached, and renewed a
-//! minute before it expires (and once more when the API says it expired). Every token request
-//! carries a DPoP proof signed with a key pair made for this process; Okta binds the token to
-//! that key when the app requires DPoP (`token_type` "DPoP"), and every API request then
-//! carries a fresh proof with `htm`, `htu` (no query), `iat`, `jti` and `ath`. `use_dpop_nonce`
-//! challenges, from the token endpoint or the API, are answered with the server's nonce.
+//! minute before it expires (and once more when the API says it expired). A token request
+//! first goes without DPoP; when Okta answers that the app requires it ("The DPoP proof JWT
+//! header is missing."), this and every later request carry a DPoP proof signed with a key
+//! pair made for this process. Okta then binds the token to that key (`token_type` "DPoP"), and
+//! every API request carries a fresh proof with `htm`, `htu` (no query), `iat`, `jti` and
+//! `ath`. `use_dpop_nonce` challenges, from the token endpoint or the API, are answered with
+//! the server's nonce. Apps that do not require DPoP get plain Bearer tokens.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -126,6 +128,8 @@ struct Nonces {
     resource: Option<String>,
     /// Whether the current token is DPoP-bound (None before the first token).
     bound: Option<bool>,
+    /// The app requires DPoP: send proofs to the token endpoint.
+    dpop_required: bool,
 }
 
 struct Cached {
@@ -373,13 +377,16 @@ impl OAuth {
         Ok(out)
     }
 
-    /// Asks the token endpoint, answering one `use_dpop_nonce` challenge.
+    /// Asks the token endpoint, learning that the app requires DPoP and answering a
+    /// `use_dpop_nonce` challenge on the way.
     async fn fetch_token(&self) -> Result<Cached, OktaError> {
         let scope = self.scopes.join(" ");
-        for _ in 0..3 {
-            let nonce = self.lock_nonces().token.clone();
+        for _ in 0..4 {
+            let (nonce, with_proof) = {
+                let n = self.lock_nonces();
+                (n.token.clone(), n.dpop_required)
+            };
             let assertion = self.assertion()?;
-            let proof = self.proof("POST", &self.token_url, nonce.as_deref(), None)?;
             let form = [
                 ("grant_type", "client_credentials"),
                 ("scope", scope.as_str()),
@@ -389,15 +396,16 @@ impl OAuth {
                 ),
                 ("client_assertion", assertion.as_str()),
             ];
-            let sent = self
+            let mut request = self
                 .http
                 .post(self.token_url.clone())
-                .header("DPoP", proof)
                 .header(reqwest::header::ACCEPT, "application/json")
-                .form(&form)
-                .send()
-                .await;
-            let response = sent.map_err(|e| OktaError::Network {
+                .form(&form);
+            if with_proof {
+                let proof = self.proof("POST", &self.token_url, nonce.as_deref(), None)?;
+                request = request.header("DPoP", proof);
+            }
+            let response = request.send().await.map_err(|e| OktaError::Network {
                 org: self.token_url.origin().ascii_serialization(),
                 detail: http::describe(&e),
             })?;
@@ -435,16 +443,23 @@ impl OAuth {
                 });
             }
             let err: OAuthErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-            if err.error == "use_dpop_nonce"
-                && let Some(n) = new_nonce
-            {
-                self.lock_nonces().token = Some(n);
-                continue;
+            match err.error.as_str() {
+                "invalid_dpop_proof"
+                    if !with_proof && err.error_description.contains("missing") =>
+                {
+                    tracing::debug!("the app requires DPoP; sending proofs from now on");
+                    self.lock_nonces().dpop_required = true;
+                    continue;
+                }
+                "use_dpop_nonce" if new_nonce.is_some() => {
+                    self.lock_nonces().token = new_nonce;
+                    continue;
+                }
+                _ => return Err(token_error(status, &err, &self.scopes, &body)),
             }
-            return Err(token_error(status, &err, &self.scopes, &body));
         }
         Err(OktaError::OAuth {
-            what: "Okta kept asking for a new DPoP nonce at the token endpoint".into(),
+            what: "Okta kept asking for another DPoP proof at the token endpoint".into(),
         })
     }
 

@@ -31,8 +31,9 @@ impl Setup {
             r#"
 [okta]
 org_url = "{okta}"
-api_token_file = "{dir}/okta.token"
+{okta_auth}
 {okta_extra}
+{oauth}
 
 [pendo]
 base_url = "{pendo}"
@@ -58,6 +59,16 @@ format = "{log_format}"
             pendo = pendo.base_url(),
             dir = dir.path().display(),
             okta_extra = parts.okta,
+            okta_auth = if parts.oauth.is_empty() {
+                format!("api_token_file = \"{}/okta.token\"", dir.path().display())
+            } else {
+                String::new()
+            },
+            oauth = if parts.oauth.is_empty() {
+                String::new()
+            } else {
+                format!("[okta.oauth]\n{}", parts.oauth)
+            },
             pendo_extra = parts.pendo,
             sync_extra = parts.sync,
             mapping = parts.mapping,
@@ -86,6 +97,8 @@ pub struct Parts<'a> {
     pub log_format: &'a str,
     /// Appended at the end: whole sections such as `[retry]`.
     pub extra: &'a str,
+    /// The body of `[okta.oauth]`, used instead of the SSWS token when not empty.
+    pub oauth: &'a str,
 }
 
 impl Default for Parts<'_> {
@@ -100,6 +113,7 @@ okta_status = "status"
 last_login = { path = "lastLogin", type = "date" }"#,
             log_format: "json",
             extra: "",
+            oauth: "",
         }
     }
 }

@@ -1,0 +1,345 @@
+//! OAuth 2.0 for an Okta service app: client credentials with a signed client assertion and
+//! DPoP-bound tokens, against a local token endpoint and API that verify what Okta verifies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Parts, Setup, last_run, stderr, stdout};
+use okta_pendo_testkit::{
+    FakeOkta, FakePendo, OAuthOptions, OktaOptions, PendoOptions, UserSource, keys,
+};
+
+const CLIENT_ID: &str = "0oa-test-client";
+
+fn okta_opts(users: usize, oauth: OAuthOptions) -> OktaOptions {
+    OktaOptions {
+        users: UserSource::Generated(users),
+        rate_limit: 100_000,
+        oauth: Some(oauth),
+        ..OktaOptions::default()
+    }
+}
+
+/// A setup whose `[okta.oauth]` uses the private key `pem` (written next to the config).
+fn setup(okta: &FakeOkta, pendo: &FakePendo, pem: &str, more: &str) -> Setup {
+    let key = std::env::temp_dir().join(format!("okta-pendo-sync-test-{}.pem", fastrand::u64(..)));
+    let oauth = format!(
+        "client_id = \"{CLIENT_ID}\"\nprivate_key_file = \"{}\"\nkey_id = \"test-kid\"\n{more}",
+        key.display()
+    );
+    let setup = Setup::new(
+        okta,
+        pendo,
+        Parts {
+            oauth: &oauth,
+            ..Parts::default()
+        },
+    );
+    // Move the key into the setup's folder, so it goes with it.
+    let inside = setup.dir.path().join("okta.pem");
+    std::fs::write(&inside, pem).unwrap();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace(&key.display().to_string(), &inside.display().to_string()),
+    )
+    .unwrap();
+    setup
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_sync_with_dpop_bound_tokens_and_both_nonces() {
+    let okta = FakeOkta::start(okta_opts(
+        450,
+        OAuthOptions {
+            resource_nonce: true,
+            ..OAuthOptions::default()
+        },
+    ))
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup(&okta, &pendo, keys::RSA_PRIVATE_PEM, "");
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(pendo.records_received(), 450);
+
+    // The token endpoint: the app requires DPoP; then it asks for a nonce; then it issues a
+    // DPoP-bound token.
+    let tokens = okta.token_requests();
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    assert_eq!(tokens[0].error.as_deref(), Some("invalid_dpop_proof"));
+    assert!(!tokens[0].dpop);
+    assert_eq!(tokens[1].error.as_deref(), Some("use_dpop_nonce"));
+    assert!(tokens[1].dpop && tokens[1].nonce.is_none());
+    assert_eq!(tokens[2].status, 200);
+    assert!(tokens[2].nonce.is_some());
+    assert_eq!(tokens[2].scopes, ["okta.users.read"]);
+    // The API: one nonce challenge, then three pages, each with a verified proof.
+    let reqs = okta.requests();
+    assert_eq!(reqs.len(), 4, "{reqs:?}");
+    assert_eq!(reqs[0].status, 401);
+    assert!(reqs.iter().all(|r| {
+        r.authorization
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("DPoP ")
+    }));
+    assert_eq!(okta.verified_proofs(), 3);
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expiring_mid_run_is_renewed_once() {
+    let okta = FakeOkta::start(OktaOptions {
+        page_delay: Duration::from_millis(150),
+        ..okta_opts(1_000, OAuthOptions::default())
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup(&okta, &pendo, keys::RSA_PRIVATE_PEM, "");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+        .arg("-c")
+        .arg(&setup.config)
+        .arg("sync")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if okta.requests().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    okta.expire_tokens();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(pendo.records_received(), 1_000);
+    let issued = okta
+        .token_requests()
+        .iter()
+        .filter(|t| t.status == 200)
+        .count();
+    assert_eq!(issued, 2, "one token, then one more after it expired");
+    let expired: Vec<_> = okta
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 401)
+        .collect();
+    assert_eq!(
+        expired.len(),
+        1,
+        "one page answered 401 expired, then retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_bearer_tokens_when_the_app_does_not_require_dpop() {
+    let okta = FakeOkta::start(okta_opts(
+        30,
+        OAuthOptions {
+            require_dpop: false,
+            token_nonce: false,
+            ..OAuthOptions::default()
+        },
+    ))
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup(&okta, &pendo, keys::EC_PRIVATE_PEM, "");
+    // The app's registered key is EC this time.
+    drop(okta);
+    let okta = FakeOkta::start(okta_opts(
+        30,
+        OAuthOptions {
+            require_dpop: false,
+            token_nonce: false,
+            public_key_pem: keys::EC_PUBLIC_PEM.into(),
+            ..OAuthOptions::default()
+        },
+    ))
+    .await;
+    let env = [("OKTA_PENDO_SYNC__OKTA__ORG_URL", okta.base_url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = common::run_bin(&setup.config, &["sync"], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(pendo.records_received(), 30);
+    let reqs = okta.requests();
+    // No proof was needed at the token endpoint: plain Bearer tokens.
+    assert!(okta.token_requests().iter().all(|t| !t.dpop));
+    assert!(
+        reqs.iter().all(|r| r
+            .authorization
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Bearer ")),
+        "{reqs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_is_explained_with_what_to_change() {
+    struct Case {
+        oauth: OAuthOptions,
+        key: &'static str,
+        more: &'static str,
+        words: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            oauth: OAuthOptions::default(),
+            key: keys::RSA_OTHER_PRIVATE_PEM,
+            more: "",
+            words: &[
+                "invalid_client",
+                "public key registered for the app",
+                "clock",
+            ],
+        },
+        Case {
+            oauth: OAuthOptions {
+                granted_scopes: vec!["okta.groups.read".into()],
+                ..OAuthOptions::default()
+            },
+            key: keys::RSA_PRIVATE_PEM,
+            more: "",
+            words: &["invalid_scope", "okta.users.read", "Okta API Scopes"],
+        },
+        Case {
+            oauth: OAuthOptions {
+                admin_role: false,
+                ..OAuthOptions::default()
+            },
+            key: keys::RSA_PRIVATE_PEM,
+            more: "",
+            words: &["HTTP 403", "admin role", "Read-only Administrator"],
+        },
+    ];
+    for case in cases {
+        let okta = FakeOkta::start(okta_opts(10, case.oauth)).await;
+        let pendo = FakePendo::start(PendoOptions::default()).await;
+        let setup = setup(&okta, &pendo, case.key, case.more);
+        let out = setup.run(&["sync"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let run = last_run(&setup).await;
+        let msg = run["message"].as_str().unwrap();
+        for w in case.words {
+            assert!(msg.contains(w), "{w:?} missing from {msg}");
+        }
+        let all = format!("{}{}{run}", stdout(&out), stderr(&out));
+        assert!(!all.contains("PRIVATE KEY"), "the key leaked");
+        assert_eq!(pendo.post_count(), 0);
+
+        // check says the same, and which mode it used.
+        let out = setup.run(&["check"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        assert!(
+            text.contains("okta    FAIL") && text.contains("OAuth 2.0 service app 0oa-test-client"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_auth_mode_and_the_token() {
+    let okta = FakeOkta::start(okta_opts(5, OAuthOptions::default())).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup(&okta, &pendo, keys::RSA_PRIVATE_PEM, "");
+    let out = setup.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("okta    ok    ")
+            && text.contains(
+                "OAuth 2.0 service app 0oa-test-client (DPoP-bound token): users can be read"
+            ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_listings_ask_for_the_groups_scope() {
+    let okta = FakeOkta::start(OktaOptions {
+        groups: vec![("00gA".into(), (0..20).collect())],
+        ..okta_opts(50, OAuthOptions::default())
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("k.pem");
+    std::fs::write(&key, keys::RSA_PRIVATE_PEM).unwrap();
+    let oauth = format!(
+        "client_id = \"{CLIENT_ID}\"\nprivate_key_file = \"{}\"\n",
+        key.display()
+    );
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: "group_ids = [\"00gA\"]",
+            oauth: &oauth,
+            ..Parts::default()
+        },
+    );
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(pendo.records_received(), 20);
+    let granted = okta
+        .token_requests()
+        .into_iter()
+        .find(|t| t.status == 200)
+        .unwrap();
+    assert_eq!(granted.scopes, ["okta.users.read", "okta.groups.read"]);
+}
+
+#[tokio::test]
+async fn key_problems_are_config_errors_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bad.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nTUlJQ1NFQ1JFVA==\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[okta]\norg_url = \"https://acme.okta.com\"\napi_token = \"x\"\n[okta.oauth]\n\
+             client_id = \"0oa1\"\nprivate_key_file = \"{}\"\n[pendo]\nintegration_key = \"k\"\n\
+             [mapping]\nt = \"profile.title\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = common::run_bin(&cfg, &["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("okta.oauth: set either okta.api_token"),
+        "{err}"
+    );
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("api_token = \"x\"\n", ""),
+    )
+    .unwrap();
+    let out = common::run_bin(&cfg, &["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("okta.oauth.private_key_file: is not a PEM RSA or EC"),
+        "{err}"
+    );
+    assert!(!err.contains("TUlJQ1NFQ1JFVA"), "{err}");
+}
