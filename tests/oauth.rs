@@ -343,3 +343,43 @@ async fn key_problems_are_config_errors_without_the_key() {
     );
     assert!(!err.contains("TUlJQ1NFQ1JFVA"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_the_key_nor_the_token_reaches_any_output_at_trace_level() {
+    let okta = FakeOkta::start(okta_opts(300, OAuthOptions::default())).await;
+    // A failing Pendo, for the error paths too.
+    let pendo = FakePendo::start(PendoOptions {
+        key: "another".into(),
+        ..PendoOptions::default()
+    })
+    .await;
+    let setup = setup(&okta, &pendo, keys::RSA_PRIVATE_PEM, "");
+    let env = [("RUST_LOG", "trace")];
+    let out = common::run_bin(&setup.config, &["sync"], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let history = setup.run(&["history", "--json"]).await;
+    let token = okta.requests()[0]
+        .authorization
+        .clone()
+        .unwrap()
+        .trim_start_matches("DPoP ")
+        .to_owned();
+    assert!(token.len() > 20);
+    // A line of the key's body, not its armour.
+    let key_line = keys::RSA_PRIVATE_PEM.lines().nth(3).unwrap();
+    let mut places = vec![
+        ("stdout", out.stdout.clone()),
+        ("stderr", out.stderr.clone()),
+        ("history", history.stdout.clone()),
+    ];
+    for name in ["state/state.db", "state/state.db-wal"] {
+        if let Ok(b) = std::fs::read(setup.dir.path().join(name)) {
+            places.push((name, b));
+        }
+    }
+    for (place, bytes) in places {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&token), "the access token is in {place}");
+        assert!(!text.contains(key_line), "the private key is in {place}");
+    }
+}
