@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use crate::check::Line;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Loaded, Settings};
 use crate::daemon::{Daemon, SyncJob};
@@ -63,7 +64,7 @@ async fn dispatch(cli: Cli) -> i32 {
     let signals = match &cli.command {
         Command::Run => Signals::register(true),
         Command::Sync { .. } => Signals::register(false),
-        Command::History { .. } | Command::Check => None,
+        Command::History { .. } | Command::Check { .. } => None,
     };
     let path = config::resolve_path(cli.config);
     let loaded = match config::load(&path) {
@@ -83,7 +84,7 @@ async fn dispatch(cli: Cli) -> i32 {
             ..
         }
         | Command::History { .. }
-        | Command::Check => Target::Stderr,
+        | Command::Check { .. } => Target::Stderr,
         Command::Sync { .. } | Command::Run => Target::Stdout,
     };
     let _log_guard = telemetry::init(&settings.log, log_target);
@@ -98,7 +99,7 @@ async fn dispatch(cli: Cli) -> i32 {
             output,
         } => sync_once(&settings, dry_run, full, output.as_deref(), signals).await,
         Command::History { limit, json } => history(&settings, limit, json),
-        Command::Check => check(&path, &settings).await,
+        Command::Check { offline } => check(&path, &settings, offline).await,
     }
 }
 
@@ -366,47 +367,48 @@ pub fn write_history_table(
     Ok(())
 }
 
-async fn check(path: &Path, settings: &Settings) -> i32 {
-    let mut ok = true;
-    println!("{:<7} {:<5} {}", "config", "ok", path.display());
+async fn check(path: &Path, settings: &Settings, offline: bool) -> i32 {
+    let mut lines = vec![Line::ok("config", path.display().to_string())];
+    if offline {
+        print!("{}", crate::check::render(&lines));
+        return EXIT_OK;
+    }
     let clients = match clients(settings, Arc::new(Metrics::new())) {
         Ok(c) => c,
         Err(e) => {
-            println!("{:<7} {:<5} {e}", "http", "FAIL");
+            lines.push(Line::fail("clients", e));
+            print!("{}", crate::check::render(&lines));
             return EXIT_FAILURE;
         }
     };
     let okta_host = settings.okta.org_url.origin().ascii_serialization();
     let pendo_host = settings.pendo.base_url.origin().ascii_serialization();
     let (okta, pendo) = tokio::join!(clients.okta.probe(), clients.pendo.visitor_schema());
-    match okta {
-        Ok(()) => println!(
-            "{:<7} {:<5} {okta_host}: {}: users can be read",
-            "okta",
-            "ok",
-            clients.okta.auth_description()
-        ),
-        Err(e) => {
-            ok = false;
-            println!(
-                "{:<7} {:<5} {okta_host}: {}: {e}",
-                "okta",
-                "FAIL",
-                clients.okta.auth_description()
-            );
-        }
-    }
+    let auth = clients.okta.auth_description();
+    lines.push(match okta {
+        Ok(()) => Line::ok("okta", format!("{okta_host}: {auth}: users can be read")),
+        Err(e) => Line::fail("okta", format!("{okta_host}: {auth}: {e}")),
+    });
     match pendo {
-        Ok(_) => println!(
-            "{:<7} {:<5} {pendo_host}: the integration key is accepted",
-            "pendo", "ok"
-        ),
-        Err(e) => {
-            ok = false;
-            println!("{:<7} {:<5} {pendo_host}: {e}", "pendo", "FAIL");
+        Ok(schema) => {
+            lines.push(Line::ok(
+                "pendo",
+                format!("{pendo_host}: the integration key is accepted"),
+            ));
+            lines.extend(crate::check::fields(
+                &settings.mapping,
+                settings.pendo.metadata_group.as_str(),
+                &schema,
+            ));
         }
+        Err(e) => lines.push(Line::fail("pendo", format!("{pendo_host}: {e}"))),
     }
-    if ok { EXIT_OK } else { EXIT_FAILURE }
+    print!("{}", crate::check::render(&lines));
+    if lines.iter().all(|l| l.ok) {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
 }
 
 /// The config path a command would use (for messages).

@@ -32,8 +32,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE", requires = "dry_run")]
         output: Option<PathBuf>,
     },
-    /// Validate the config, then check the Okta credentials and the Pendo key
-    Check,
+    /// Validate the config, then check the Okta credentials, the Pendo key and every mapped field
+    Check {
+        /// Only validate the config (no network): for ExecStartPre and CI
+        #[arg(long)]
+        offline: bool,
+    },
     /// Show the recorded runs, newest first
     History {
         /// How many runs to show

@@ -283,9 +283,10 @@ async fn check_reports_each_side() {
     let out = setup.run(&["check"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("config  ok"), "{text}");
-    assert!(text.contains("okta    ok"), "{text}");
-    assert!(text.contains("pendo   ok"), "{text}");
+    for what in ["config", "okta", "pendo"] {
+        assert!(common::check_line(&text, what).unwrap().0, "{what}: {text}");
+    }
+    assert!(text.ends_with("verdict: all checks passed\n"), "{text}");
 
     let wrong_okta = FakeOkta::start(OktaOptions {
         token: "another".into(),
@@ -302,11 +303,12 @@ async fn check_reports_each_side() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(
-        text.contains("okta    FAIL") && text.contains("rejected the API token"),
+        !common::check_line(&text, "okta").unwrap().0 && text.contains("rejected the API token"),
         "{text}"
     );
     assert!(
-        text.contains("pendo   FAIL") && text.contains("rejected the integration key"),
+        !common::check_line(&text, "pendo").unwrap().0
+            && text.contains("rejected the integration key"),
         "{text}"
     );
     assert!(!text.contains(OKTA_TOKEN) && !text.contains(PENDO_KEY));
@@ -407,7 +409,11 @@ async fn data_on_stdout_stays_clean_when_there_are_warnings() {
     }
 
     let out = run_bin(&path, &["check"], &[]).await;
-    assert!(stdout(&out).starts_with("config  ok"), "{}", stdout(&out));
+    assert!(
+        common::check_line(&stdout(&out), "config").unwrap().0,
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,4 +519,72 @@ async fn secrets_that_cannot_be_sent_and_odd_group_ids_are_config_errors() {
         "{err}"
     );
     assert!(!err.contains("zq7"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_compares_every_mapped_field_with_pendos_schema() {
+    let okta = FakeOkta::start(OktaOptions::default()).await;
+    let mapping = "department = \"profile.department\"\nlast_login = { path = \"lastLogin\", type = \"date\" }";
+    // All good: the default schema has both, with matching types.
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            mapping,
+            ..Parts::default()
+        },
+    );
+    let out = setup.run(&["check"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        common::check_line(&text, "field department").unwrap().0,
+        "{text}"
+    );
+    assert!(
+        common::check_line(&text, "field last_login").unwrap().0,
+        "{text}"
+    );
+
+    // A missing field and one of the wrong type.
+    let mut schema = okta_pendo_testkit::pendo::default_schema();
+    schema["custom"]
+        .as_object_mut()
+        .unwrap()
+        .remove("department");
+    schema["custom"]["last_login"]["Type"] = Value::String("string".into());
+    let pendo = FakePendo::start(PendoOptions {
+        schema,
+        ..PendoOptions::default()
+    })
+    .await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            mapping,
+            ..Parts::default()
+        },
+    );
+    let out = setup.run(&["check"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (ok, detail) = common::check_line(&text, "field department").unwrap();
+    assert!(
+        !ok && detail.contains("custom.department does not exist in Pendo"),
+        "{text}"
+    );
+    let (ok, detail) = common::check_line(&text, "field last_login").unwrap();
+    assert!(
+        !ok && detail.contains("is string in Pendo, but the mapping sends date (time)"),
+        "{text}"
+    );
+    assert!(text.ends_with("verdict: 2 problems found\n"), "{text}");
+
+    // --offline: no network at all.
+    let out = setup.run(&["check", "--offline"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(common::check_line(&text, "okta").is_none(), "{text}");
 }

@@ -156,3 +156,20 @@ pub async fn last_run(setup: &Setup) -> serde_json::Value {
         .next()
         .expect("a run was recorded")
 }
+
+/// The line of `check`'s table about `what`: whether it passed, and its detail.
+pub fn check_line(text: &str, what: &str) -> Option<(bool, String)> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(what)?;
+        if !rest.starts_with("  ") {
+            return None;
+        }
+        let rest = rest.trim_start();
+        if let Some(d) = rest.strip_prefix("ok") {
+            Some((true, d.trim().to_owned()))
+        } else {
+            rest.strip_prefix("FAIL")
+                .map(|d| (false, d.trim().to_owned()))
+        }
+    })
+}

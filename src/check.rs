@@ -1,0 +1,167 @@
+//! `check`: the config (offline), then the Okta credentials, the Pendo key, and every mapped
+//! field against Pendo's visitor schema, printed as a short table with a verdict.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::mapping::{Mapping, ValueType};
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub what: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Line {
+    pub fn ok(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Line {
+            what: what.into(),
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn fail(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Line {
+            what: what.into(),
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The Pendo type a mapping's type needs.
+fn pendo_type(ty: ValueType) -> &'static str {
+    match ty {
+        ValueType::Text => "string",
+        ValueType::Number => "number",
+        ValueType::Boolean => "boolean",
+        ValueType::Date => "time",
+    }
+}
+
+/// Checks each mapped field against Pendo's visitor schema (`GET
+/// /api/v1/metadata/schema/visitor`): it must exist in `group`, not be deleted, and have the
+/// type the mapping sends.
+pub fn fields(mapping: &Mapping, group: &str, schema: &Value) -> Vec<Line> {
+    let fields = schema.get(group).and_then(Value::as_object);
+    mapping
+        .fields()
+        .iter()
+        .map(|f| {
+            let what = format!("field {}", f.field);
+            let want = pendo_type(f.ty);
+            let descriptor = fields
+                .and_then(|g| g.get(&f.field))
+                .filter(|d| !d.get("IsDeleted").and_then(Value::as_bool).unwrap_or(false));
+            match descriptor {
+                None => Line::fail(
+                    what,
+                    format!(
+                        "{group}.{} does not exist in Pendo: add it under Settings > Data \
+                         Mappings (type {want})",
+                        f.field
+                    ),
+                ),
+                Some(d) => match d.get("Type").and_then(Value::as_str) {
+                    Some(t) if t == want => Line::ok(
+                        what,
+                        format!("{group}.{} is {t}, mapped as {}", f.field, f.ty.as_str()),
+                    ),
+                    Some(t) => Line::fail(
+                        what,
+                        format!(
+                            "{group}.{} is {t} in Pendo, but the mapping sends {} ({want}): \
+                             change its type in Pendo or the mapping's type",
+                            f.field,
+                            f.ty.as_str()
+                        ),
+                    ),
+                    None => Line::ok(
+                        what,
+                        format!("{group}.{} exists (Pendo gives no type)", f.field),
+                    ),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The table and its verdict.
+pub fn render(lines: &[Line]) -> String {
+    let width = lines.iter().map(|l| l.what.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<4}  {}",
+            l.what,
+            if l.ok { "ok" } else { "FAIL" },
+            l.detail
+        );
+    }
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    if failed == 0 {
+        out.push_str("verdict: all checks passed\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "verdict: {failed} problem{} found",
+            if failed == 1 { "" } else { "s" }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{AttributePath, FieldMapping};
+    use serde_json::json;
+
+    #[test]
+    fn fields_against_the_schema() {
+        let m = Mapping::new(
+            [
+                ("department", ValueType::Text),
+                ("last_login", ValueType::Date),
+                ("gone", ValueType::Text),
+                ("nowhere", ValueType::Number),
+                ("count", ValueType::Number),
+            ]
+            .into_iter()
+            .map(|(f, ty)| FieldMapping {
+                field: f.into(),
+                path: AttributePath::parse("x").unwrap(),
+                ty,
+            })
+            .collect(),
+        );
+        let schema = json!({
+            "agent": {"department": {"Type": "string"}},
+            "custom": {
+                "department": {"Type": "string", "DisplayName": "Department", "IsDeleted": false},
+                "last_login": {"Type": "string", "IsDeleted": false},
+                "gone": {"Type": "string", "IsDeleted": true},
+                "count": {"Type": "number", "Dirty": true}
+            }
+        });
+        let lines = fields(&m, "custom", &schema);
+        let by = |f: &str| {
+            lines
+                .iter()
+                .find(|l| l.what == format!("field {f}"))
+                .unwrap()
+        };
+        assert!(by("department").ok);
+        assert!(by("count").ok);
+        assert!(!by("last_login").ok && by("last_login").detail.contains("is string in Pendo"));
+        assert!(!by("gone").ok && by("gone").detail.contains("does not exist"));
+        assert!(!by("nowhere").ok);
+        let text = render(&lines);
+        assert!(text.ends_with("verdict: 3 problems found\n"), "{text}");
+    }
+}
