@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${WORK:-$(mktemp -d)}
+mkdir -p "$work"
 podman=(podman --storage-driver vfs --cgroup-manager cgroupfs)
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
@@ -33,7 +34,7 @@ rm -rf "$ctx" && mkdir -p "$ctx/config"
 cp Dockerfile "$ctx/"
 cp config/okta-pendo-sync.toml "$ctx/config/"
 cp target/release/okta-pendo-sync "$ctx/"
-"${podman[@]}" build --quiet --target prebuilt \
+"${podman[@]}" build --quiet --format docker --isolation chroot --target prebuilt \
   --build-arg RUNTIME_BASE=localhost/okta-pendo-sync-base:bookworm \
   -t localhost/okta-pendo-sync:smoke "$ctx" >/dev/null
 "${podman[@]}" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' localhost/okta-pendo-sync:smoke
@@ -64,7 +65,7 @@ title = "profile.title"
 last_login = { path = "lastLogin", type = "date" }
 TOML
 
-run=("${podman[@]}" run --rm --runtime runc --network host --ulimit nofile=1024:1024
+run=("${podman[@]}" run --rm --runtime runc --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
   -v "$work/config.toml:/etc/okta-pendo-sync/config.toml:ro"
   -v "$work/secrets:/run/secrets:ro"
   -v "$work/state:/var/lib/okta-pendo-sync"
