@@ -351,6 +351,30 @@ async fn retry_after_zero_on_a_5xx_still_counts_attempts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_times_out_alone_is_reported_and_the_rest_go_through() {
+    let pendo = PendoOptions {
+        slow_visitors: ["user6@example.com".to_owned()].into_iter().collect(),
+        ..PendoOptions::default()
+    };
+    let (_okta, pendo, setup, out) = run_with(okta_opts(10, vec![]), pendo, parts("", "")).await;
+    assert_eq!(out.status.code(), Some(1));
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "partial");
+    assert_eq!(run["status_code"], 408);
+    assert_eq!(run["users_updated"], 9);
+    assert_eq!(run["users_failed"], 1);
+    let failed: Vec<&str> = run["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["visitor_id"].as_str())
+        .collect();
+    assert_eq!(failed, ["user6@example.com"]);
+    assert_eq!(pendo.records_received(), 9);
+    counts_add_up(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pendo_408_splits_down_to_what_passes() {
     let pendo = PendoOptions {
         max_batch_len: Some(3),

@@ -42,7 +42,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_secret_at_trace_level_with_a_failing_pendo() {
     let okta = FakeOkta::start(okta_opts(450)).await;
-    // Pendo rejects the key on the first batch and fails the others with 500s.
+    // Pendo rejects the key.
     let pendo = FakePendo::start(PendoOptions {
         key: "a-different-key".into(),
         ..PendoOptions::default()
@@ -56,6 +56,13 @@ async fn secrets_stay_secret_at_trace_level_with_a_failing_pendo() {
             ..Parts::default()
         },
     );
+    // Log files too.
+    let logs = setup.dir.path().join("logs");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "[log]\n",
+        &format!("[log]\ndirectory = \"{}\"\n", logs.display()),
+    );
+    std::fs::write(&setup.config, text).unwrap();
     let env = [("RUST_LOG", "trace")];
     let out = common::run_bin(&setup.config, &["sync"], &env).await;
     assert_eq!(out.status.code(), Some(1));
@@ -75,8 +82,13 @@ async fn secrets_stay_secret_at_trace_level_with_a_failing_pendo() {
         ("history".into(), history.stdout.clone()),
         ("history --json".into(), history_json.stdout.clone()),
     ];
-    // The state folder: the database, its WAL and the lock file.
-    for (path, bytes) in all_file_bytes(setup.state.parent().unwrap()) {
+    // The state folder (the database, its WAL and the lock file) and the log files.
+    let log_files = all_file_bytes(&logs);
+    assert!(!log_files.is_empty() && log_files.iter().any(|(_, b)| b.len() > 1000));
+    for (path, bytes) in all_file_bytes(setup.state.parent().unwrap())
+        .into_iter()
+        .chain(log_files)
+    {
         places.push((path.display().to_string(), bytes));
     }
     for (place, bytes) in &places {

@@ -61,6 +61,9 @@ pub struct PendoOptions {
     /// client must split the batch until the parts pass. Checked once the key, content type
     /// and body are accepted, after the [`PendoFault`]s (a fault on that POST number wins).
     pub max_batch_len: Option<usize>,
+    /// Visitor IDs whose update always runs past the time limit: any POST holding one of them
+    /// answers 408, however small. Default empty.
+    pub slow_visitors: HashSet<String>,
 }
 
 impl Default for PendoOptions {
@@ -73,6 +76,7 @@ impl Default for PendoOptions {
             faults: Vec::new(),
             schema: default_schema(),
             max_batch_len: None,
+            slow_visitors: HashSet::new(),
         }
     }
 }
@@ -508,6 +512,9 @@ fn answer(
         .opts
         .max_batch_len
         .is_some_and(|max| records.len() > max)
+        || records
+            .iter()
+            .any(|r| shared.opts.slow_visitors.contains(r.visitor_id.as_str()))
     {
         return now(408, "Request Timeout");
     }
