@@ -337,3 +337,37 @@ async fn deprovisioned_users_are_left_out_in_both_modes() {
     assert_eq!(run["okta_users_read"], 48);
     assert_ne!(pendo.visitor(&login(8)).unwrap()["title"], "Gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_are_read_in_full_and_only_changed_ones_pushed() {
+    let okta = FakeOkta::start(OktaOptions {
+        groups: vec![("00gA".into(), (0..150).collect())],
+        ..okta_opts(200)
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: "group_ids = [\"00gA\"]",
+            ..Parts::default()
+        },
+    );
+    assert_eq!(sync(&setup, &[]).await["records_processed"], 150);
+    okta.touch_user(12, &now(), "Changed");
+    let requests = okta.requests().len();
+    let posts = pendo.batches().len();
+    let run = sync(&setup, &[]).await;
+    assert_eq!(run["mode"], "incremental");
+    // Okta cannot filter group members by lastUpdated: all are read, one is pushed.
+    assert!(
+        okta.requests()[requests..]
+            .iter()
+            .all(|r| r.filter.is_none())
+    );
+    assert_eq!(run["okta_users_read"], 150);
+    assert_eq!(run["users_unchanged"], 149);
+    assert_eq!(run["records_processed"], 1);
+    assert_eq!(pushed_since(&pendo, posts), [login(12)]);
+}
