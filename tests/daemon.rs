@@ -442,14 +442,7 @@ async fn the_daemon_runs_serves_metrics_reloads_and_stops_cleanly() {
     );
     std::fs::write(&setup.config, &text).unwrap();
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
-        .arg("-c")
-        .arg(&setup.config)
-        .arg("run")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = setup.spawn("run");
     let pid = child.id().unwrap();
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let ran = eventually(20, || async {
@@ -549,14 +542,7 @@ async fn sigterm_in_a_long_run_records_it_interrupted_and_exits_0() {
             ..Parts::default()
         },
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
-        .arg("-c")
-        .arg(&setup.config)
-        .arg("run")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = setup.spawn("run");
     assert!(eventually(20, || async { pendo.post_count() >= 2 }).await);
     let signalled = std::time::Instant::now();
     kill(child.id().unwrap(), "TERM");

@@ -235,14 +235,7 @@ async fn a_user_changed_during_a_run_is_picked_up_by_the_next() {
             ..Parts::default()
         },
     );
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
-        .arg("-c")
-        .arg(&setup.config)
-        .arg("sync")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = setup.spawn("sync");
     // Once the first page (users 0-99) has been read, user 5 changes.
     for _ in 0..100 {
         if okta.requests().len() >= 2 {

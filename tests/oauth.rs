@@ -105,14 +105,7 @@ async fn a_token_expiring_mid_run_is_renewed_once() {
     .await;
     let pendo = FakePendo::start(PendoOptions::default()).await;
     let setup = setup(&okta, &pendo, keys::RSA_PRIVATE_PEM, "");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
-        .arg("-c")
-        .arg(&setup.config)
-        .arg("sync")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = setup.spawn("sync");
     for _ in 0..200 {
         if okta.requests().len() >= 2 {
             break;

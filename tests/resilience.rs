@@ -114,14 +114,7 @@ async fn a_second_process_on_the_same_state_file_is_refused() {
             ..Parts::default()
         },
     );
-    let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
-        .arg("-c")
-        .arg(&setup.config)
-        .arg("sync")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let first = setup.spawn("sync");
     let pid = first.id().unwrap();
     // Wait (bounded) until the first one is reading.
     for _ in 0..100 {
@@ -170,14 +163,7 @@ async fn a_crash_mid_run_loses_no_earlier_record() {
     let before = common::history(&setup).await;
     assert_eq!(before.len(), 2);
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
-        .arg("-c")
-        .arg(&setup.config)
-        .arg("sync")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = setup.spawn("sync");
     let seen = okta.requests().len();
     for _ in 0..200 {
         if pendo.post_count() > 0 && okta.requests().len() > seen + 3 {
@@ -252,14 +238,7 @@ async fn sigterm_mid_run_records_an_interrupted_run() {
             ..Parts::default()
         },
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
-        .arg("-c")
-        .arg(&setup.config)
-        .arg("sync")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = setup.spawn("sync");
     for _ in 0..200 {
         if pendo.batches().len() >= 2 {
             break;

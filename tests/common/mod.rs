@@ -81,6 +81,19 @@ format = "{log_format}"
         Setup { dir, config, state }
     }
 
+    /// Starts the binary with `-c config` and `command` in the background (stdout discarded);
+    /// it is killed if the handle is dropped.
+    pub fn spawn(&self, command: &str) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+            .arg("-c")
+            .arg(&self.config)
+            .arg(command)
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts")
+    }
+
     /// Runs the binary with `-c config` and the given arguments.
     pub async fn run(&self, args: &[&str]) -> Output {
         run_bin(&self.config, args, &[]).await
