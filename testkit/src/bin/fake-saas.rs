@@ -53,6 +53,10 @@ struct Args {
     /// The rate-limit window, in seconds.
     #[arg(long, default_value_t = 60)]
     window_secs: u64,
+    /// Every K-th generated user (indices 0, K, 2K, ...) changed just now: a new title and a
+    /// `lastUpdated` of the start time (for incremental-run benchmarks).
+    #[arg(long)]
+    touch_every: Option<usize>,
     /// Exit by itself after this many seconds.
     #[arg(long, default_value_t = 3600)]
     exit_after_secs: u64,
@@ -94,6 +98,12 @@ async fn run(args: Args) -> std::io::Result<()> {
         },
     )
     .await?;
+    if let Some(k) = args.touch_every.filter(|k| *k > 0) {
+        let at = okta_pendo_testkit::users::okta_timestamp(std::time::SystemTime::now());
+        for i in (0..args.users).step_by(k) {
+            okta.touch_user(i, &at, "Changed title");
+        }
+    }
     let pendo = FakePendo::start_on(
         args.pendo_addr,
         PendoOptions {

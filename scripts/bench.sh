@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The benchmark: okta-pendo-sync against local Okta and Pendo servers (fake-saas, a separate
+# process serving pre-rendered ~1 KB users with the real headers), scenario by scenario, and the
+# floor (okta-floor: fetch every Okta page and discard it) for comparison.
+#
+#   scripts/bench.sh            # all scenarios: a b c d
+#   scripts/bench.sh a d        # some of them
+#
+#   a  1,000,000 users, full sync, no added latency
+#   b  100,000 users, 100 ms per Okta page, 300 ms per Pendo batch
+#   c  100,000 users, a budget of 600 Okta requests a minute, 50% share
+#   d  1,000,000 users, incremental run with 1% changed
+#
+# Prints a markdown table: wall and CPU seconds and peak RSS of the sync (GNU time), the Okta
+# requests and Pendo calls the servers counted, and 429s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --quiet --bin okta-pendo-sync
+cargo build --release --locked --quiet -p okta-pendo-testkit --bin fake-saas --bin okta-floor
+bin=target/release/okta-pendo-sync
+fake=target/release/fake-saas
+floor=target/release/okta-floor
+work=$(mktemp -d)
+fake_pid=
+trap '[ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null; rm -rf "$work"' EXIT
+printf 'okta-test-token' >"$work/t"
+printf 'pendo-test-key' >"$work/k"
+
+# start_fake ARGS...: starts fake-saas, sets $okta and $pendo.
+start_fake() {
+  rm -f "$work/urls.json"
+  "$fake" --exit-after-secs 1200 "$@" >"$work/urls.json" 2>"$work/fake.log" &
+  fake_pid=$!
+  for _ in $(seq 300); do [ -s "$work/urls.json" ] && break; sleep 0.1; done
+  okta=$(sed -E 's/.*"okta":"([^"]+)".*/\1/' "$work/urls.json")
+  pendo=$(sed -E 's/.*"pendo":"([^"]+)".*/\1/' "$work/urls.json")
+}
+stop_fake() { kill "$fake_pid"; wait "$fake_pid" 2>/dev/null || true; fake_pid=; }
+counter() { sed -E "s/.*\"$1\":([0-9]+).*/\1/" "$work/fake.log"; }
+
+config() { # config SHARE
+  cat >"$work/config.toml" <<TOML
+[okta]
+org_url = "$okta"
+api_token_file = "$work/t"
+rate_limit_share = $1
+[pendo]
+base_url = "$pendo"
+integration_key_file = "$work/k"
+[mapping]
+department = "profile.department"
+title = "profile.title"
+cost_center = "profile.costCenter"
+okta_status = "status"
+employee_number = { path = "profile.employeeNumber", type = "number" }
+last_login = { path = "lastLogin", type = "date" }
+[state]
+path = "$work/state.db"
+[log]
+level = "warn"
+TOML
+}
+
+row() { # row NAME [--full]
+  local name=$1; shift
+  /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$bin" -c "$work/config.toml" sync "$@" >/dev/null
+  read -r wall user sys rss <"$work/time"
+  stop_fake
+  printf '| %s | %s | %.2f | %.1f | %s | %s | %s |\n' "$name" "$wall" "$(echo "$user + $sys" | bc)" \
+    "$(echo "$rss / 1024" | bc -l)" "$(counter okta_requests)" "$(counter pendo_posts)" "$(counter okta_429s)"
+}
+
+echo "| scenario | wall s | cpu s | peak RSS MiB | Okta requests | Pendo calls | 429s |"
+echo "|---|---|---|---|---|---|---|"
+for s in "${@:-a b c d}"; do
+  for scenario in $s; do
+    rm -f "$work/state.db"*
+    case $scenario in
+      a)
+        start_fake --users 1000000 --rate-limit 1000000
+        /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$floor" --org "$okta" >"$work/floor.json"
+        read -r wall user sys rss <"$work/time"
+        printf '| floor: fetch 1,000,000 users and discard | %s | %.2f | %.1f | %s | 0 | 0 |\n' "$wall" \
+          "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)" \
+          "$(sed -E 's/.*"pages":([0-9]+).*/\1/' "$work/floor.json")"
+        stop_fake
+        start_fake --users 1000000 --rate-limit 1000000
+        config 0.5
+        row "a: 1,000,000 users, full"
+        ;;
+      b)
+        start_fake --users 100000 --rate-limit 1000000 --page-delay-ms 100 --batch-delay-ms 300
+        config 0.5
+        row "b: 100,000 users, 100 ms a page, 300 ms a batch"
+        ;;
+      c)
+        start_fake --users 100000 --rate-limit 600 --enforce-budget
+        config 0.5
+        row "c: 100,000 users, 600 requests/min, share 0.5"
+        ;;
+      d)
+        start_fake --users 1000000 --rate-limit 1000000 --okta-addr 127.0.0.1:18711 --pendo-addr 127.0.0.1:18712
+        config 0.5
+        "$bin" -c "$work/config.toml" sync >/dev/null
+        stop_fake
+        start_fake --users 1000000 --rate-limit 1000000 --okta-addr 127.0.0.1:18711 --pendo-addr 127.0.0.1:18712 --touch-every 100
+        row "d: 1,000,000 users, incremental, 1% changed"
+        ;;
+      *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+    esac
+  done
+done
