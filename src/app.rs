@@ -103,6 +103,24 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
+/// What a run reads of each user: the mapped paths, the visitor ID, `id` (to meet a user once
+/// across groups) and `status` (deprovisioned users).
+fn projection(settings: &Settings) -> crate::okta::projection::Projection {
+    let fixed: Vec<crate::mapping::AttributePath> = ["id", "status"]
+        .iter()
+        .filter_map(|p| crate::mapping::AttributePath::parse(p).ok())
+        .collect();
+    crate::okta::projection::Projection::of(
+        settings
+            .mapping
+            .fields()
+            .iter()
+            .map(|f| &f.path)
+            .chain(std::iter::once(&settings.sync.visitor_id_key))
+            .chain(fixed.iter()),
+    )
+}
+
 /// Builds the two clients from the settings.
 pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, String> {
     let http = |t: crate::config::Timeouts| {
@@ -117,7 +135,8 @@ pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, St
                 settings.retry,
                 metrics.clone(),
             )
-            .map_err(|e| format!("cannot set up the Okta client: {e}"))?,
+            .map_err(|e| format!("cannot set up the Okta client: {e}"))?
+            .with_projection(projection(settings)),
         ),
         pendo: Arc::new(PendoClient::new(
             http(settings.pendo.timeouts)?,

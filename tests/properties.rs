@@ -139,6 +139,32 @@ proptest! {
     }
 
     #[test]
+    fn reading_only_the_mapped_paths_maps_the_same(user in json(), on_null in any::<bool>()) {
+        let field = |name: &str, path: &str, ty| FieldMapping {
+            field: name.into(),
+            path: AttributePath::parse(path).unwrap(),
+            ty,
+        };
+        let mapping = Mapping::new(vec![
+            field("t", "a", ValueType::Text),
+            field("n", "b.c", ValueType::Number),
+            field("d", "d", ValueType::Date),
+        ]);
+        let key = AttributePath::parse("e").unwrap();
+        let projection = okta_pendo_sync::okta::projection::Projection::of(
+            mapping.fields().iter().map(|f| &f.path).chain(std::iter::once(&key)),
+        );
+        let page = serde_json::to_vec(&vec![user.clone()]).unwrap();
+        let projected = projection.parse_page(&page).unwrap();
+        prop_assert_eq!(projected.len(), 1);
+        let on_null = if on_null { OnNull::Clear } else { OnNull::Skip };
+        prop_assert_eq!(
+            mapping.map_user(&projected[0], &key, on_null),
+            mapping.map_user(&user, &key, on_null)
+        );
+    }
+
+    #[test]
     fn rate_limit_headers_never_panic(
         limit in ".{0,12}", remaining in ".{0,12}", reset in ".{0,12}", date in ".{0,40}",
     ) {

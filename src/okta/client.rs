@@ -14,6 +14,7 @@ use url::Url;
 use std::sync::Arc;
 
 use super::pacer::Budget;
+use super::projection::Projection;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::auth::{Auth, OAuth, Retry};
@@ -114,6 +115,7 @@ pub struct OktaClient {
     page_size: u32,
     pacer: super::pacer::Pacer,
     metrics: Arc<Metrics>,
+    projection: Projection,
 }
 
 impl std::fmt::Debug for OktaClient {
@@ -146,7 +148,14 @@ impl OktaClient {
             page_size: settings.page_size,
             pacer: super::pacer::Pacer::new(settings.rate_limit_share),
             metrics,
+            projection: Projection::everything(),
         })
+    }
+
+    /// Keeps only these attributes of each user (the rest is skipped while parsing).
+    pub fn with_projection(mut self, projection: Projection) -> Self {
+        self.projection = projection;
+        self
     }
 
     /// How the client authenticates, in words.
@@ -376,15 +385,22 @@ impl OktaClient {
             path: path.into(),
             detail,
         };
-        let users: Vec<Value> = match serde_json::from_slice(body) {
-            Ok(Value::Array(users)) => users,
-            Ok(other) => {
-                return Err(malformed(format!(
+        let is_array = body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'[');
+        let users: Vec<Value> = if is_array {
+            self.projection
+                .parse_page(body)
+                .map_err(|e| malformed(format!("not valid JSON: {e}")))?
+        } else {
+            return Err(match serde_json::from_slice::<Value>(body) {
+                Ok(other) => malformed(format!(
                     "expected a JSON array of users, got {}",
                     json_kind(&other)
-                )));
-            }
-            Err(e) => return Err(malformed(format!("not valid JSON: {e}"))),
+                )),
+                Err(e) => malformed(format!("not valid JSON: {e}")),
+            });
         };
         let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
         let next = super::link::next_link(links)

@@ -1,0 +1,225 @@
+//! Reading only what a run needs from each Okta user: a page is parsed into users that keep
+//! just the attributes on the mapped paths (plus `id` and `status`), skipping the rest without
+//! building it. A full user object is about 1 KB; a run reads a handful of its fields.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use crate::mapping::AttributePath;
+
+/// The attribute paths to keep, as a tree of object keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Projection {
+    /// Keep this value whole (a path ends here).
+    whole: bool,
+    children: BTreeMap<String, Projection>,
+}
+
+impl Projection {
+    /// Keeps everything (no projection).
+    pub fn everything() -> Self {
+        Projection {
+            whole: true,
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps the values at these paths, and everything below them.
+    pub fn of<'a>(paths: impl IntoIterator<Item = &'a AttributePath>) -> Self {
+        let mut root = Projection::default();
+        for path in paths {
+            let mut node = &mut root;
+            for seg in path.as_str().split('.') {
+                node = node.children.entry(seg.to_owned()).or_default();
+            }
+            node.whole = true;
+        }
+        root
+    }
+
+    /// Parses a page (a JSON array of users), keeping only the projected attributes.
+    pub fn parse_page(&self, body: &[u8]) -> serde_json::Result<Vec<Value>> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let users = de.deserialize_seq(PageVisitor(self))?;
+        de.end()?;
+        Ok(users)
+    }
+}
+
+struct PageVisitor<'p>(&'p Projection);
+
+impl<'de> Visitor<'de> for PageVisitor<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of users")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut users = Vec::with_capacity(seq.size_hint().unwrap_or(200).min(1000));
+        while let Some(user) = seq.next_element_seed(self.0)? {
+            users.push(user);
+        }
+        Ok(users)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &Projection {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.whole {
+            serde::Deserialize::deserialize(d)
+        } else {
+            d.deserialize_any(Projector(self))
+        }
+    }
+}
+
+/// Builds a value, keeping only the projected keys of objects.
+struct Projector<'p>(&'p Projection);
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Visitor<'de> for Projector<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match self.0.children.get(key.as_ref()) {
+                Some(child) => {
+                    let value = map.next_value_seed(child)?;
+                    out.insert(key.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    // Anything but an object is kept as it is: a path that expected an object finds nothing
+    // there, exactly as it would in the whole value.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn paths(p: &[&str]) -> Vec<AttributePath> {
+        p.iter().map(|s| AttributePath::parse(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn keeps_only_the_projected_paths() {
+        let ps = paths(&["id", "profile.login", "profile.department", "lastLogin"]);
+        let proj = Projection::of(&ps);
+        let body = br#"[{"id":"00u1","status":"ACTIVE","lastLogin":null,
+            "profile":{"login":"a@x","department":"R&D","title":"T","mobilePhone":null},
+            "credentials":{"password":{},"emails":[{"value":"a@x"}]},"_links":{"self":{"href":"h"}}},
+            {"id":"00u2","profile":"not an object","lastLogin":["x"]}]"#;
+        let users = proj.parse_page(body).unwrap();
+        assert_eq!(
+            users,
+            vec![
+                json!({"id":"00u1","lastLogin":null,"profile":{"login":"a@x","department":"R&D"}}),
+                json!({"id":"00u2","profile":"not an object","lastLogin":["x"]}),
+            ]
+        );
+    }
+
+    #[test]
+    fn escaped_keys_and_whole_subtrees() {
+        let proj = Projection::of(&paths(&["pro\u{e9}file", "a"]));
+        let users = proj
+            .parse_page(br#"[{"pro\u00e9file":{"x":[1,{"y":2}]},"a":{"b":{"c":true}},"z":1}]"#)
+            .unwrap();
+        assert_eq!(
+            users,
+            vec![json!({"pro\u{e9}file":{"x":[1,{"y":2}]},"a":{"b":{"c":true}}})]
+        );
+    }
+
+    #[test]
+    fn bad_pages_are_errors() {
+        let proj = Projection::everything();
+        assert!(proj.parse_page(br#"{"errorCode":"E0000009"}"#).is_err());
+        assert!(proj.parse_page(br#"[{"id":"#).is_err());
+        assert!(proj.parse_page(br#"[] trailing"#).is_err());
+        assert_eq!(proj.parse_page(b"[]").unwrap(), Vec::<Value>::new());
+    }
+}
