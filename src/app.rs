@@ -429,8 +429,3 @@ async fn check(path: &Path, settings: &Settings, offline: bool) -> i32 {
         EXIT_FAILURE
     }
 }
-
-/// The config path a command would use (for messages).
-pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
-    config::resolve_path(flag)
-}

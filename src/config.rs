@@ -416,6 +416,15 @@ fn inline_secret_warning(path: &Path, file: &toml::Table, warnings: &mut Vec<Str
     }
 }
 
+/// What a secret is used as, which decides what characters it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretKind {
+    /// Sent in an HTTP header (tokens, keys): printable ASCII only.
+    Header,
+    /// A PEM private key: multi-line, never sent.
+    Pem,
+}
+
 /// A table being taken apart key by key; what is left at the end is unknown.
 struct Section {
     name: String,
@@ -478,10 +487,15 @@ impl Section {
     }
 
     /// Takes a string that must not be echoed back in any message.
-    fn take_secret(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<SecretString> {
+    fn take_secret(
+        &mut self,
+        key: &str,
+        kind: SecretKind,
+        problems: &mut Vec<Problem>,
+    ) -> Option<SecretString> {
         let value = self.remove(key)?;
         match value.kind {
-            ValueKind::String(s) => self.checked_secret(key, s, problems),
+            ValueKind::String(s) => self.checked_secret(key, s, kind, problems),
             _ => {
                 self.problem(problems, key, "must be a string (value not shown)");
                 None
@@ -489,12 +503,13 @@ impl Section {
         }
     }
 
-    /// Trims a secret and checks that a token or key can travel in an HTTP header (printable
+    /// Trims a secret and checks that a header secret can travel in an HTTP header (printable
     /// ASCII).
     fn checked_secret(
         &self,
         key: &str,
         raw: String,
+        kind: SecretKind,
         problems: &mut Vec<Problem>,
     ) -> Option<SecretString> {
         let trimmed = raw.trim();
@@ -502,9 +517,8 @@ impl Section {
             self.problem(problems, key, "is empty");
             return None;
         }
-        // Tokens and keys travel in HTTP headers; a PEM private key is multi-line and does not.
-        let in_header = !key.starts_with("private_key");
-        if in_header && !trimmed.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        if kind == SecretKind::Header && !trimmed.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
             self.problem(
                 problems,
                 key,
@@ -516,9 +530,14 @@ impl Section {
     }
 
     /// A secret given inline (`key`) or as a file (`key_file`), exactly one of them.
-    fn secret(&mut self, key: &str, problems: &mut Vec<Problem>) -> Option<SecretString> {
+    fn secret(
+        &mut self,
+        key: &str,
+        kind: SecretKind,
+        problems: &mut Vec<Problem>,
+    ) -> Option<SecretString> {
         let file_key = format!("{key}_file");
-        let inline = self.take_secret(key, problems);
+        let inline = self.take_secret(key, kind, problems);
         let file: Option<PathBuf> = self.take(&file_key, problems);
         match (inline, file) {
             (Some(_), Some(_)) => {
@@ -539,7 +558,7 @@ impl Section {
                     self.problem(problems, &file_key, format!("{} is empty", path.display()));
                     None
                 }
-                Ok(s) => self.checked_secret(&file_key, s, problems),
+                Ok(s) => self.checked_secret(&file_key, s, kind, problems),
                 Err(e) => {
                     self.problem(
                         problems,
@@ -677,6 +696,18 @@ fn okta_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<OktaSet
         .take::<String>("search", problems)
         .filter(|f| !f.trim().is_empty());
     let groups = take_string_list(s, "group_ids", problems).unwrap_or_default();
+    if let Some(bad) = groups
+        .iter()
+        .find(|id| !id.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        s.problem(
+            problems,
+            "group_ids",
+            format!(
+                "\"{bad}\" is not an Okta group ID (letters and digits, like 00g1abcdEFGH2ijkl3m4)"
+            ),
+        );
+    }
     let scope = match (filter, search, groups.is_empty()) {
         (None, None, true) => Some(UserScope::All),
         (Some(f), None, true) => Some(UserScope::Filter(f)),
@@ -729,7 +760,9 @@ fn okta_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<OktaSet
     let timeouts = timeouts(s, Duration::from_secs(60), problems);
 
     let credentials = match oauth_table {
-        None => s.secret("api_token", problems).map(OktaCredentials::Ssws),
+        None => s
+            .secret("api_token", SecretKind::Header, problems)
+            .map(OktaCredentials::Ssws),
         Some(_) if has_inline_token => {
             s.problem(
                 problems,
@@ -778,7 +811,7 @@ fn oauth_settings(
     } else {
         "private_key_file"
     };
-    let private_key = s.secret("private_key", problems);
+    let private_key = s.secret("private_key", SecretKind::Pem, problems);
     let private_key = private_key.and_then(|k| {
         match crate::okta::auth::parse_private_key(secrecy::ExposeSecret::expose_secret(&k)) {
             Ok(_) => Some(k),
@@ -837,20 +870,6 @@ fn take_string_list(
             .collect(),
         _ => Err("must be a list of strings".into()),
     };
-    let items = items.and_then(|ids| {
-        if key != "group_ids" {
-            return Ok(ids);
-        }
-        match ids
-            .iter()
-            .find(|id| !id.chars().all(|c| c.is_ascii_alphanumeric()))
-        {
-            Some(bad) => Err(format!(
-                "\"{bad}\" is not an Okta group ID (letters and digits, like 00g1abcdEFGH2ijkl3m4)"
-            )),
-            None => Ok(ids),
-        }
-    });
     match items {
         Ok(v) => Some(v),
         Err(msg) => {
@@ -861,7 +880,7 @@ fn take_string_list(
 }
 
 fn pendo_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<PendoSettings> {
-    let integration_key = s.secret("integration_key", problems);
+    let integration_key = s.secret("integration_key", SecretKind::Header, problems);
     let region = match s.take::<String>("region", problems) {
         None => Some(Region::Us),
         Some(r) => Region::parse(&r).or_else(|| {

@@ -75,42 +75,34 @@ where
     let started = tokio::time::Instant::now();
     let mut tries = 0;
     loop {
-        let (error, wait, reason) = match attempt().await {
+        let (error, wait, reason, counts) = match attempt().await {
             Attempt::Done(result) => return result,
-            Attempt::Retry { error, reason } => {
-                tries += 1;
-                if tries >= policy.max_attempts {
-                    tracing::warn!(
-                        target: "okta_pendo_sync::retry",
-                        request = what,
-                        attempts = tries,
-                        "giving up: {reason}"
-                    );
-                    return Err(error);
-                }
-                (error, policy.backoff(tries), reason)
-            }
+            Attempt::Retry { error, reason } => (error, None, reason, true),
             Attempt::Wait {
                 error,
                 wait,
                 reason,
                 counts,
-            } => {
-                if counts {
-                    tries += 1;
-                    if tries >= policy.max_attempts {
-                        tracing::warn!(
-                            target: "okta_pendo_sync::retry",
-                            request = what,
-                            attempts = tries,
-                            "giving up: {reason}"
-                        );
-                        return Err(error);
-                    }
-                }
-                (error, wait.min(policy.max_rate_limit_wait), reason)
-            }
+            } => (
+                error,
+                Some(wait.min(policy.max_rate_limit_wait)),
+                reason,
+                counts,
+            ),
         };
+        if counts {
+            tries += 1;
+            if tries >= policy.max_attempts {
+                tracing::warn!(
+                    target: "okta_pendo_sync::retry",
+                    request = what,
+                    attempts = tries,
+                    "giving up: {reason}"
+                );
+                return Err(error);
+            }
+        }
+        let wait = wait.unwrap_or_else(|| policy.backoff(tries));
         let elapsed = started.elapsed();
         if elapsed + wait > policy.max_elapsed {
             tracing::warn!(

@@ -152,14 +152,17 @@ pub async fn run(
     state: &Mutex<State>,
 ) -> Outcome {
     let started_at = OffsetDateTime::now_utc();
-    let point = lock(state).sync_point();
-    let (plan, state_error) = match point {
-        Ok(point) => (plan(settings, &point, opts.force_full, started_at), None),
-        Err(e) => (
-            plan(settings, &SyncPoint::default(), true, started_at),
-            Some(e.to_string()),
-        ),
+    let (point, state_error) = match lock(state).sync_point() {
+        Ok(point) => (point, None),
+        Err(e) => (SyncPoint::default(), Some(e.to_string())),
     };
+    // A state that cannot be read gives a full run.
+    let plan = plan(
+        settings,
+        &point,
+        opts.force_full || state_error.is_some(),
+        started_at,
+    );
     let mode = match (opts.dry_run, plan.is_full()) {
         (true, _) => Mode::DryRun,
         (false, true) => Mode::Full,
@@ -248,7 +251,7 @@ pub async fn run(
         last_full: if plan.is_full() {
             Some(started_at)
         } else {
-            lock(state).sync_point().ok().and_then(|p| p.last_full)
+            point.last_full
         },
     });
     Outcome { record, reached }
