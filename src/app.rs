@@ -96,8 +96,16 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Sync {
             dry_run,
             full,
+            force,
             output,
-        } => sync_once(&settings, dry_run, full, output.as_deref(), signals).await,
+        } => {
+            let how = Manual {
+                dry_run,
+                full,
+                force,
+            };
+            sync_once(&settings, how, output.as_deref(), signals).await
+        }
         Command::History { limit, json } => history(&settings, limit, json),
         Command::Check { offline } => check(&path, &settings, offline).await,
     }
@@ -148,15 +156,34 @@ pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, St
     })
 }
 
-async fn sync_once(
-    settings: &Settings,
+/// What `sync` was asked to do.
+#[derive(Debug, Clone, Copy)]
+struct Manual {
     dry_run: bool,
     full: bool,
+    force: bool,
+}
+
+async fn sync_once(
+    settings: &Settings,
+    how: Manual,
     output: Option<&Path>,
     signals: Option<Signals>,
 ) -> i32 {
-    let state = match State::open(&settings.state.path) {
-        Ok(s) => std::sync::Mutex::new(s),
+    let Manual {
+        dry_run,
+        full,
+        force,
+    } = how;
+    // A dry run changes nothing but its own record: it reads the state without the writer's
+    // lock, so it can preview beside a running daemon, and stores its record at the end.
+    let opened = if dry_run {
+        State::open_preview(&settings.state.path)
+    } else {
+        State::open(&settings.state.path)
+    };
+    let state = match opened {
+        Ok(s) => std::sync::Mutex::new(s.keep_runs(settings.state.keep_runs)),
         Err(e) => {
             tracing::error!("{e}");
             return EXIT_FAILURE;
@@ -188,6 +215,7 @@ async fn sync_once(
         dry_run,
         grace: settings.sync.shutdown_grace,
         force_full: full,
+        force,
     };
     let cancel = CancellationToken::new();
     let signals = signals.map(|s| s.watch(cancel.clone(), None));
@@ -197,10 +225,17 @@ async fn sync_once(
     };
     drop(sink);
     let mut record = outcome.record;
-    let stored = state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .finish_run(&record, outcome.reached.as_ref());
+    let state = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let stored = if dry_run {
+        drop(state);
+        State::open_unlocked(&settings.state.path).and_then(|s| {
+            s.keep_runs(settings.state.keep_runs)
+                .finish_run(&record, None)
+        })
+    } else {
+        let mut state = state;
+        state.finish_run(&record, outcome.reached.as_ref())
+    };
     match stored {
         Ok(id) => record.id = id,
         Err(e) => {
@@ -219,7 +254,7 @@ async fn sync_once(
 /// `run`: the daemon, until SIGTERM/SIGINT.
 async fn daemon(path: PathBuf, settings: Settings, signals: Option<Signals>) -> i32 {
     let state = match State::open(&settings.state.path) {
-        Ok(s) => s,
+        Ok(s) => s.keep_runs(settings.state.keep_runs),
         Err(e) => {
             tracing::error!("{e}");
             return EXIT_FAILURE;
@@ -392,6 +427,11 @@ async fn check(path: &Path, settings: &Settings, offline: bool) -> i32 {
         print!("{}", crate::check::render(&lines));
         return EXIT_OK;
     }
+    let last_run = State::open_read_only(&settings.state.path)
+        .ok()
+        .flatten()
+        .and_then(|s| s.last_run().ok().flatten());
+    lines.extend(crate::check::runs(settings, last_run.as_ref()));
     let clients = match clients(settings, Arc::new(Metrics::new())) {
         Ok(c) => c,
         Err(e) => {

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::config::Settings;
 use crate::mapping::{Mapping, ValueType};
+use crate::report::{RunRecord, Status};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,39 @@ pub fn fields(mapping: &Mapping, group: &str, schema: &Value) -> Vec<Line> {
             }
         })
         .collect()
+}
+
+/// How runs will go: whether they can be incremental, and what to do about a run the guard
+/// held (a line that fails until a run gets through).
+pub fn runs(settings: &Settings, last: Option<&RunRecord>) -> Vec<Line> {
+    let mut lines = vec![match crate::sync::untracked_attribute(settings) {
+        Some(path) => Line::ok(
+            "runs",
+            format!(
+                "every run is full: {path} is read, and Okta does not move lastUpdated when only \
+                 it changes, so an incremental run would miss such changes"
+            ),
+        ),
+        None => Line::ok(
+            "runs",
+            format!(
+                "incremental between full runs (a full run at least every {})",
+                humantime::format_duration(settings.sync.full_sync_every)
+            ),
+        ),
+    }];
+    if let Some(r) = last.filter(|r| r.status == Status::Held) {
+        lines.push(Line::fail(
+            "last run",
+            format!(
+                "run {} was held by the guard, nothing pushed. {} Fix the config and run \
+                 `okta-pendo-sync sync`, or run `okta-pendo-sync sync --force` if the change is \
+                 intended",
+                r.id, r.message
+            ),
+        ));
+    }
+    lines
 }
 
 /// The table and its verdict.

@@ -20,14 +20,18 @@ pub struct Cli {
 pub enum Command {
     /// The daemon: sync on the schedule until SIGTERM/SIGINT; SIGHUP reloads the config
     Run,
-    /// Run one sync now, then exit (exit code 1 if it failed or was partial)
+    /// Run one sync now, then exit (exit code 1 if it failed, was partial, interrupted or held)
     Sync {
-        /// Read Okta and compute the payloads, push nothing; write them as JSON lines
+        /// Read Okta and compute the payloads, push nothing; write them as JSON lines. Takes no
+        /// lock: it may run beside the daemon
         #[arg(long)]
         dry_run: bool,
         /// Read and push every user in scope
         #[arg(long)]
         full: bool,
+        /// Push even what the guard would hold (see `[guard]`)
+        #[arg(long, conflicts_with = "dry_run")]
+        force: bool,
         /// With --dry-run: write the JSON lines to FILE instead of stdout
         #[arg(long, value_name = "FILE", requires = "dry_run")]
         output: Option<PathBuf>,

@@ -60,6 +60,9 @@ pub const KEYS: &[&str] = &[
     "sync.shutdown_grace",
     "sync.full_sync_every",
     "state.path",
+    "state.keep_runs",
+    "guard.enabled",
+    "guard.sample",
     "log.level",
     "log.format",
     "log.directory",
@@ -84,6 +87,8 @@ pub struct Settings {
     pub mapping: Mapping,
     pub state: StateSettings,
     pub log: LogSettings,
+    /// The guard against a broken read or mapping.
+    pub guard: GuardSettings,
     /// How both clients retry.
     pub retry: RetryPolicy,
     /// When the daemon runs.
@@ -235,7 +240,20 @@ pub struct SyncSettings {
 /// The state database.
 #[derive(Debug)]
 pub struct StateSettings {
+    /// The SQLite file holding the run records and what incremental runs need.
     pub path: PathBuf,
+    /// How many run records are kept; older ones are dropped as runs are stored.
+    pub keep_runs: u32,
+}
+
+/// `[guard]`: before a full run pushes anything, it maps a sample and holds the run when the
+/// sample looks like a broken attribute path or visitor ID key (SPEC "Runs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// Whether full runs are checked at all.
+    pub enabled: bool,
+    /// How many users are mapped and judged before a full run pushes.
+    pub sample: NonZeroUsize,
 }
 
 /// Logging.
@@ -617,6 +635,7 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
     let mut sync_s = Section::new(&mut root, "sync", problems);
     let mapping_v = root.remove("mapping");
     let mut state_s = Section::new(&mut root, "state", problems);
+    let mut guard_s = Section::new(&mut root, "guard", problems);
     let mut log_s = Section::new(&mut root, "log", problems);
     let mut retry_s = Section::new(&mut root, "retry", problems);
     let mut schedule_s = Section::new(&mut root, "schedule", problems);
@@ -636,12 +655,20 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
     sync_s.finish(problems);
     let mapping = mapping_settings(mapping_v, problems);
 
-    let state = StateSettings {
-        path: state_s
-            .take::<PathBuf>("path", problems)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/okta-pendo-sync/state.db")),
-    };
+    let state_path = state_s
+        .take::<PathBuf>("path", problems)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/okta-pendo-sync/state.db"));
+    let keep_runs = bounded(
+        &mut state_s,
+        "keep_runs",
+        crate::state::DEFAULT_KEEP_RUNS as usize,
+        1,
+        100_000_000,
+        problems,
+    );
     state_s.finish(problems);
+    let guard = guard_settings(&mut guard_s, problems);
+    guard_s.finish(problems);
 
     let log = log_settings(&mut log_s, problems);
     log_s.finish(problems);
@@ -657,8 +684,12 @@ fn validate(mut root: config::Map<String, Value>, problems: &mut Vec<Problem>) -
         pendo: pendo?,
         sync: sync?,
         mapping: mapping?,
-        state,
+        state: StateSettings {
+            path: state_path,
+            keep_runs: keep_runs?.get() as u32,
+        },
         log: log?,
+        guard: guard?,
         retry: retry?,
         schedule: schedule?,
         server: server?,
@@ -1022,6 +1053,15 @@ fn bounded(
         return None;
     }
     NonZeroUsize::new(n as usize)
+}
+
+fn guard_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<GuardSettings> {
+    let enabled = s.take::<bool>("enabled", problems).unwrap_or(true);
+    let sample = bounded(s, "sample", 1000, 1, 100_000, problems);
+    Some(GuardSettings {
+        enabled,
+        sample: sample?,
+    })
 }
 
 fn sync_settings(s: &mut Section, problems: &mut Vec<Problem>) -> Option<SyncSettings> {

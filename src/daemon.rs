@@ -310,6 +310,7 @@ impl Job for SyncJob {
                 dry_run: false,
                 grace: settings.sync.shutdown_grace,
                 force_full: false,
+                force: false,
             };
             let outcome =
                 crate::sync::run(&settings, &clients, opts, None, cancel, &this.state).await;

@@ -211,12 +211,7 @@ impl Metrics {
         self.current_run_start.set(0.0);
         let status = r.status.as_str();
         self.runs.get_or_create(&StatusLabels { status }).inc();
-        for s in [
-            Status::Succeeded,
-            Status::Partial,
-            Status::Failed,
-            Status::Interrupted,
-        ] {
+        for s in Status::ALL {
             self.last_run_status
                 .get_or_create(&StatusLabels { status: s.as_str() })
                 .set(i64::from(s == r.status));

@@ -56,6 +56,11 @@ pub enum PendoError {
     Forbidden,
     #[error("Pendo could not finish the call within its time limit (HTTP 408)")]
     Timeout,
+    #[error(
+        "Pendo does not know the metadata field \"{field}\" (HTTP 400: {detail}): create it \
+         under Settings > Data Mappings, or fix its name in [mapping]"
+    )]
+    UnknownField { field: String, detail: String },
     #[error("Pendo answered HTTP {status}: {detail}")]
     Status { status: u16, detail: String },
     #[error("cannot reach Pendo at {host}: {detail}")]
@@ -72,6 +77,7 @@ impl PendoError {
             PendoError::Unauthorized => 401,
             PendoError::Forbidden => 403,
             PendoError::Timeout => 408,
+            PendoError::UnknownField { .. } => 400,
             PendoError::Status { status, .. } => *status,
             PendoError::Malformed { .. } | PendoError::Network { .. } => 0,
         }
@@ -272,6 +278,38 @@ impl PendoClient {
     }
 }
 
+/// The mapped Pendo field a 400's text says Pendo does not know, if it says so: it names the
+/// field (as a whole word) and says it is unknown, missing or undefined. A field that does not
+/// exist fails every batch, so such a 400 stops the run.
+pub fn unknown_field<'m>(detail: &str, mapping: &'m crate::mapping::Mapping) -> Option<&'m str> {
+    const UNKNOWN: &[&str] = &[
+        "unknown",
+        "not found",
+        "does not exist",
+        "doesn't exist",
+        "no such",
+        "not defined",
+        "undefined",
+        "invalid field",
+    ];
+    let lower = detail.to_lowercase();
+    if !UNKNOWN.iter().any(|w| lower.contains(w)) {
+        return None;
+    }
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    mapping
+        .fields()
+        .iter()
+        .map(|f| f.field.as_str())
+        .find(|field| {
+            detail.match_indices(field).any(|(at, _)| {
+                let before = detail[..at].chars().next_back();
+                let after = detail[at + field.len()..].chars().next();
+                !before.is_some_and(is_word) && !after.is_some_and(is_word)
+            })
+        })
+}
+
 /// `Retry-After` as seconds or as an HTTP date.
 pub fn retry_after(value: &str) -> Option<std::time::Duration> {
     let value = value.trim();
@@ -300,6 +338,28 @@ mod tests {
         assert!(r.missing.is_empty() && r.errors.is_empty());
         let r: PushResponse = serde_json::from_str(r#"{"updated":1}"#).unwrap();
         assert_eq!((r.total, r.updated), (0, 1));
+    }
+
+    #[test]
+    fn a_400_naming_an_unknown_mapped_field_is_recognised() {
+        use crate::mapping::{AttributePath, FieldMapping, Mapping, ValueType};
+        let field = |name: &str| FieldMapping {
+            field: name.into(),
+            path: AttributePath::parse("profile.title").unwrap(),
+            ty: ValueType::Text,
+        };
+        let m = Mapping::new(vec![field("title"), field("cost_center")]);
+        let detail = r#"{"error":"unknown field \"custom.cost_center\""}"#;
+        assert_eq!(unknown_field(detail, &m), Some("cost_center"));
+        assert_eq!(
+            unknown_field("Field 'title' does not exist", &m),
+            Some("title")
+        );
+        // A field named only as part of a longer word is not it.
+        assert_eq!(unknown_field("unknown field job_title", &m), None);
+        // A 400 about a value, not about an unknown field.
+        assert_eq!(unknown_field("title must be a string", &m), None);
+        assert_eq!(unknown_field("bad request", &m), None);
     }
 
     #[test]

@@ -35,6 +35,19 @@ pub enum Status {
     Partial,
     Failed,
     Interrupted,
+    /// The guard stopped a full run before any push (SPEC "Runs").
+    Held,
+}
+
+impl Status {
+    /// Every status, for metrics that show each.
+    pub const ALL: [Status; 5] = [
+        Status::Succeeded,
+        Status::Partial,
+        Status::Failed,
+        Status::Interrupted,
+        Status::Held,
+    ];
 }
 
 macro_rules! str_enum {
@@ -61,6 +74,7 @@ str_enum!(Status {
     Partial => "partial",
     Failed => "failed",
     Interrupted => "interrupted",
+    Held => "held",
 });
 
 /// One entry of `errors`.
@@ -145,6 +159,12 @@ pub struct Tally {
     pub users_skipped: u64,
     pub users_without_id: u64,
     pub users_bad_value: u64,
+    /// Skipped because an earlier user of the run has the same visitor ID.
+    pub users_duplicate: u64,
+    /// Read and mapped, but not sent because the run stopped first (counted as skipped).
+    pub users_unsent: u64,
+    /// A dry run's note: the guard would hold a real run, and why.
+    pub guard_note: Option<String>,
     pub errors: Vec<RunError>,
     pub errors_dropped: u64,
     pub batches_ok: u64,
@@ -207,12 +227,7 @@ mod tests {
             assert_eq!(Mode::parse(m.as_str()), Some(m));
             assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
         }
-        for s in [
-            Status::Succeeded,
-            Status::Partial,
-            Status::Failed,
-            Status::Interrupted,
-        ] {
+        for s in Status::ALL {
             assert_eq!(Status::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }

@@ -42,10 +42,16 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 3: which run last stored each visitor's hash, so that a successful full run can drop
+    // the visitors it did not read.
+    "ALTER TABLE visitors ADD COLUMN run INTEGER NOT NULL DEFAULT 0;",
 ];
 
+/// How many run records are kept by default (`state.keep_runs`).
+pub const DEFAULT_KEEP_RUNS: u32 = 10_000;
+
 /// Where incremental runs stand.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncPoint {
     /// Users changed after this are read by the next incremental run (before the overlap).
     pub cursor: Option<OffsetDateTime>,
@@ -54,6 +60,23 @@ pub struct SyncPoint {
     pub fingerprint: Option<String>,
     /// When the last successful full run started.
     pub last_full: Option<OffsetDateTime>,
+    /// The fingerprint of a run that began pushing under settings other than the last
+    /// successful run's and has not been followed by a successful run: until one succeeds,
+    /// every run is full, since Pendo may hold that run's values for users no incremental run
+    /// would read.
+    pub unsettled: Option<String>,
+    /// Per mapped Pendo field, the share of the last successful full run's records that had a
+    /// value for it (the guard's yardstick).
+    pub field_shares: Vec<(String, f64)>,
+}
+
+/// What a run that got everything through settles: the point the next run starts from and,
+/// for a full run, its mark (`store_hashes`'s `run`): visitors stored under another mark are
+/// dropped, as the run did not read them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub point: SyncPoint,
+    pub full_run: Option<i64>,
 }
 
 /// A failure of the state database, naming the file.
@@ -112,6 +135,8 @@ pub struct State {
     path: PathBuf,
     /// The lock file held while this process may write (none when opened read-only).
     _lock: Option<std::fs::File>,
+    /// Run records beyond the newest this many are dropped as runs are stored.
+    keep_runs: u32,
 }
 
 impl std::fmt::Debug for State {
@@ -124,6 +149,37 @@ impl State {
     /// Opens the database, creating it (and its folder, mode 0700) when missing, and brings its
     /// schema up to date. A file that is not a readable database is left untouched.
     pub fn open(path: &Path) -> Result<State, StateError> {
+        Self::open_as(path, true)
+    }
+
+    /// Opens the database like [`open`](Self::open) but without the writer's lock: for one
+    /// short write (a dry run's record) beside a process that holds it. SQLite's own locking
+    /// keeps the write whole.
+    pub fn open_unlocked(path: &Path) -> Result<State, StateError> {
+        Self::open_as(path, false)
+    }
+
+    /// Opens the database to read only, without the lock (a dry run): an existing file
+    /// read-only, or, when there is none yet, an empty database in memory.
+    pub fn open_preview(path: &Path) -> Result<State, StateError> {
+        if let Some(state) = Self::open_read_only(path)? {
+            return Ok(state);
+        }
+        let conn = Connection::open_in_memory().map_err(|source| StateError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut state = State {
+            conn,
+            path: path.to_owned(),
+            _lock: None,
+            keep_runs: DEFAULT_KEEP_RUNS,
+        };
+        state.prepare(false)?;
+        Ok(state)
+    }
+
+    fn open_as(path: &Path, take_lock: bool) -> Result<State, StateError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
@@ -132,7 +188,7 @@ impl State {
                 source,
             })?;
         }
-        let lock = lock(path)?;
+        let lock = if take_lock { Some(lock(path)?) } else { None };
         let existed = path.exists();
         let conn = Connection::open(path).map_err(|source| StateError::Open {
             path: path.to_owned(),
@@ -142,7 +198,8 @@ impl State {
         let mut state = State {
             conn,
             path: path.to_owned(),
-            _lock: Some(lock),
+            _lock: lock,
+            keep_runs: DEFAULT_KEEP_RUNS,
         };
         state.prepare(existed)?;
         Ok(state)
@@ -163,6 +220,7 @@ impl State {
             conn,
             path: path.to_owned(),
             _lock: None,
+            keep_runs: DEFAULT_KEEP_RUNS,
         };
         state
             .conn
@@ -188,6 +246,13 @@ impl State {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keeps the newest `n` run records (at least one); older ones are dropped as runs are
+    /// stored.
+    pub fn keep_runs(mut self, n: u32) -> Self {
+        self.keep_runs = n.max(1);
+        self
     }
 
     fn query(&self, source: rusqlite::Error) -> StateError {
@@ -270,11 +335,39 @@ impl State {
                 .map_err(|e| self.query(e))
         };
         let time = |v: Option<String>| v.and_then(|v| OffsetDateTime::parse(&v, &Rfc3339).ok());
+        // Shares that do not read (an older or damaged entry) only turn the guard's first
+        // rule off until the next successful full run.
+        let field_shares = get("field_shares")?
+            .and_then(|v| serde_json::from_str::<Vec<(String, f64)>>(&v).ok())
+            .unwrap_or_default();
         Ok(SyncPoint {
             cursor: time(get("cursor")?),
             fingerprint: get("fingerprint")?,
             last_full: time(get("last_full")?),
+            unsettled: get("unsettled")?,
+            field_shares,
         })
+    }
+
+    /// Notes that a run began pushing under settings with this fingerprint, other than the last
+    /// successful run's: runs stay full until one succeeds.
+    pub fn mark_unsettled(&mut self, fingerprint: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO sync_point (key, value) VALUES ('unsettled', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [fingerprint],
+            )
+            .map(|_| ())
+            .map_err(|e| self.query(e))
+    }
+
+    /// How many visitors have a stored hash (pushed successfully and not dropped since).
+    pub fn visitor_count(&self) -> Result<u64, StateError> {
+        self.conn
+            .query_row("SELECT count(*) FROM visitors", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.query(e))
     }
 
     /// The hash of the values last pushed successfully to `visitor_id`.
@@ -289,8 +382,8 @@ impl State {
             .map_err(|e| self.query(e))
     }
 
-    /// Remembers what was pushed successfully, in one transaction.
-    pub fn store_hashes(&mut self, pushed: &[(String, u64)]) -> Result<(), StateError> {
+    /// Remembers what was pushed successfully by the run marked `run`, in one transaction.
+    pub fn store_hashes(&mut self, pushed: &[(String, u64)], run: i64) -> Result<(), StateError> {
         let path = self.path.clone();
         let fail = |source| StateError::Query {
             path: path.clone(),
@@ -300,22 +393,23 @@ impl State {
         {
             let mut st = tx
                 .prepare_cached(
-                    "INSERT INTO visitors (visitor_id, hash) VALUES (?1, ?2)
-                     ON CONFLICT (visitor_id) DO UPDATE SET hash = excluded.hash",
+                    "INSERT INTO visitors (visitor_id, hash, run) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (visitor_id) DO UPDATE SET hash = excluded.hash, run = excluded.run",
                 )
                 .map_err(fail)?;
             for (id, hash) in pushed {
-                st.execute(params![id, *hash as i64]).map_err(fail)?;
+                st.execute(params![id, *hash as i64, run]).map_err(fail)?;
             }
         }
         tx.commit().map_err(fail)
     }
 
-    /// Stores a finished run and, when given, the sync point it reached, in one transaction.
+    /// Stores a finished run and, when given, what it settled, in one transaction; drops run
+    /// records beyond the retention.
     pub fn finish_run(
         &mut self,
         r: &RunRecord,
-        reached: Option<&SyncPoint>,
+        settled: Option<&Settled>,
     ) -> Result<i64, StateError> {
         let path = self.path.clone();
         let fail = |source| StateError::Query {
@@ -324,7 +418,12 @@ impl State {
         };
         let tx = self.conn.transaction().map_err(fail)?;
         let id = insert_run(&tx, r).map_err(fail)?;
-        if let Some(p) = reached {
+        tx.execute(
+            "DELETE FROM runs WHERE id <= ?1",
+            [id - i64::from(self.keep_runs)],
+        )
+        .map_err(fail)?;
+        if let Some(Settled { point: p, full_run }) = settled {
             let set = |key: &str, value: Option<String>| -> rusqlite::Result<()> {
                 match value {
                     Some(v) => tx
@@ -340,6 +439,15 @@ impl State {
             set("cursor", p.cursor.map(rfc3339)).map_err(fail)?;
             set("fingerprint", p.fingerprint.clone()).map_err(fail)?;
             set("last_full", p.last_full.map(rfc3339)).map_err(fail)?;
+            tx.execute("DELETE FROM sync_point WHERE key = 'unsettled'", [])
+                .map_err(fail)?;
+            if let Some(mark) = full_run {
+                let shares = serde_json::to_string(&p.field_shares).unwrap_or_default();
+                set("field_shares", Some(shares)).map_err(fail)?;
+                // Visitors this full run did not read are gone from the scope.
+                tx.execute("DELETE FROM visitors WHERE run != ?1", [mark])
+                    .map_err(fail)?;
+            }
         }
         tx.commit().map_err(fail)?;
         Ok(id)
@@ -640,9 +748,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut st = State::open(&dir.path().join("s.db")).unwrap();
         assert_eq!(st.sync_point().unwrap(), SyncPoint::default());
-        st.store_hashes(&[("a".into(), u64::MAX), ("b".into(), 7)])
+        st.store_hashes(&[("a".into(), u64::MAX), ("b".into(), 7)], 1)
             .unwrap();
-        st.store_hashes(&[("b".into(), 8)]).unwrap();
+        st.store_hashes(&[("b".into(), 8)], 1).unwrap();
         assert_eq!(st.visitor_hash("a").unwrap(), Some(u64::MAX));
         assert_eq!(st.visitor_hash("b").unwrap(), Some(8));
         assert_eq!(st.visitor_hash("c").unwrap(), None);
@@ -651,15 +759,61 @@ mod tests {
             cursor: Some(t),
             fingerprint: Some("f1".into()),
             last_full: Some(t),
+            unsettled: None,
+            field_shares: vec![("title".into(), 0.75)],
+        };
+        st.mark_unsettled("f0").unwrap();
+        assert_eq!(st.sync_point().unwrap().unsettled.as_deref(), Some("f0"));
+        let settled = Settled {
+            point: point.clone(),
+            full_run: Some(1),
         };
         let id = st
-            .finish_run(&sample(Status::Succeeded), Some(&point))
+            .finish_run(&sample(Status::Succeeded), Some(&settled))
             .unwrap();
+        // Settling clears the unsettled mark.
         assert_eq!(st.sync_point().unwrap(), point);
         assert_eq!(st.last_run().unwrap().unwrap().id, id);
         // A run that reached nothing leaves the point where it was.
         st.finish_run(&sample(Status::Partial), None).unwrap();
         assert_eq!(st.sync_point().unwrap(), point);
+    }
+
+    #[test]
+    fn a_full_run_drops_the_visitors_it_did_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("s.db")).unwrap();
+        st.store_hashes(&[("gone".into(), 1), ("kept".into(), 2)], 10)
+            .unwrap();
+        st.store_hashes(&[("kept".into(), 3), ("new".into(), 4)], 11)
+            .unwrap();
+        let settle = |full_run| Settled {
+            point: SyncPoint::default(),
+            full_run,
+        };
+        // An incremental run reads only some users: it drops nothing.
+        st.finish_run(&sample(Status::Succeeded), Some(&settle(None)))
+            .unwrap();
+        assert_eq!(st.visitor_count().unwrap(), 3);
+        // A run that did not settle drops nothing either.
+        st.finish_run(&sample(Status::Partial), None).unwrap();
+        assert_eq!(st.visitor_count().unwrap(), 3);
+        st.finish_run(&sample(Status::Succeeded), Some(&settle(Some(11))))
+            .unwrap();
+        assert_eq!(st.visitor_count().unwrap(), 2);
+        assert_eq!(st.visitor_hash("gone").unwrap(), None);
+        assert_eq!(st.visitor_hash("kept").unwrap(), Some(3));
+    }
+
+    #[test]
+    fn run_records_beyond_the_retention_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("s.db")).unwrap().keep_runs(3);
+        let ids: Vec<i64> = (0..5)
+            .map(|_| st.insert_run(&sample(Status::Succeeded)).unwrap())
+            .collect();
+        let kept: Vec<i64> = st.runs(100).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(kept, vec![ids[4], ids[3], ids[2]]);
     }
 
     #[test]

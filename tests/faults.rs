@@ -396,12 +396,13 @@ async fn pendo_408_splits_down_to_what_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_failing_for_good_makes_a_partial_run_and_names_its_visitors() {
-    // The second batch is refused (400: not retried); the others go through.
-    let pendo = pendo_opts(vec![PendoFault::Status {
-        request: 1,
-        status: 400,
-    }]);
+async fn a_record_pendo_refuses_fails_alone_and_is_named() {
+    // Any batch holding user13 is refused (400, not retried): the batch is split until that
+    // record fails alone; the other 29 go through.
+    let pendo = PendoOptions {
+        refused_visitors: HashSet::from(["user13@example.com".to_owned()]),
+        ..pendo_opts(vec![])
+    };
     let (okta, pendo, setup, out) = run_with(
         okta_opts(30, vec![]),
         pendo,
@@ -413,24 +414,44 @@ async fn a_batch_failing_for_good_makes_a_partial_run_and_names_its_visitors() {
     assert_eq!(run["status"], "partial");
     assert_eq!(run["status_code"], 400);
     assert_eq!(run["records_processed"], 30);
-    assert_eq!(run["users_updated"], 20);
-    assert_eq!(run["users_failed"], 10);
+    assert_eq!(run["users_updated"], 29);
+    assert_eq!(run["users_failed"], 1);
     let failed: HashSet<String> = run["errors"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|e| e["visitor_id"].as_str().map(String::from))
         .collect();
-    let expected: HashSet<String> = (10..20).map(|i| format!("user{i}@example.com")).collect();
-    assert_eq!(failed, expected);
-    for i in (0..10).chain(20..30) {
+    assert_eq!(failed, HashSet::from(["user13@example.com".to_owned()]));
+    for i in (0..30).filter(|&i| i != 13) {
         assert!(pendo.visitor(&format!("user{i}@example.com")).is_some());
     }
+    assert!(pendo.visitor("user13@example.com").is_none());
     counts_add_up(&run);
-    // The next run pushes them again (every run is full).
-    let out = setup.run(&["sync"]).await;
-    assert_eq!(out.status.code(), Some(0));
+    let _ = okta;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_for_a_whole_batch_is_split_and_what_passes_is_delivered() {
+    // The second POST is refused once (400): its halves are pushed and pass.
+    let pendo = pendo_opts(vec![PendoFault::Status {
+        request: 1,
+        status: 400,
+    }]);
+    let (okta, pendo, setup, out) = run_with(
+        okta_opts(30, vec![]),
+        pendo,
+        parts("", "batch_size = 10\nconcurrency = 1"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["users_updated"], 30);
+    let sizes: Vec<usize> = pendo.batches().iter().map(|b| b.len).collect();
+    assert_eq!(sizes, [10, 10, 5, 5, 10]);
     assert_all_delivered_correctly(&okta, &pendo, 30);
+    counts_add_up(&run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

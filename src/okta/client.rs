@@ -104,6 +104,8 @@ pub struct Page {
     /// The next page, none at the end, or why its link was refused (the users of this page are
     /// still good).
     pub next: Result<Option<Url>, OktaError>,
+    /// Okta's clock when it answered (the response's `Date`), if it sent a readable one.
+    pub date: Option<time::OffsetDateTime>,
 }
 
 /// An authenticated client for one Okta org.
@@ -406,7 +408,12 @@ impl OktaClient {
         let next = super::link::next_link(links)
             .map(|raw| self.checked_next(page_url, raw))
             .transpose();
-        Ok(Page { users, next })
+        let date = headers
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .map(time::OffsetDateTime::from);
+        Ok(Page { users, next, date })
     }
 
     /// Resolves a next link (relative to the page it came with) and refuses it unless it is on

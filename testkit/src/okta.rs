@@ -122,6 +122,10 @@ pub struct OktaOptions {
     /// `x-rate-limit-*` headers. API requests refused by the OAuth checks (401, 403) are
     /// recorded, use no budget and get no fault, like a wrong `SSWS` token.
     pub oauth: Option<OAuthOptions>,
+    /// How far the org's clock is from this machine's, in seconds (negative: behind); default
+    /// 0. It moves what the responses say of time: the `date` header and the
+    /// `x-rate-limit-reset` epochs, as a real org's clock would differ from a client host's.
+    pub clock_skew_secs: i64,
 }
 
 impl Default for OktaOptions {
@@ -137,6 +141,7 @@ impl Default for OktaOptions {
             budget_per_minute: None,
             budget_window: Duration::from_secs(60),
             oauth: None,
+            clock_skew_secs: 0,
         }
     }
 }
@@ -329,6 +334,7 @@ impl FakeOkta {
             faults: opts.faults,
             budget: opts.budget_per_minute,
             budget_window: opts.budget_window.max(Duration::from_millis(1)),
+            clock_skew_secs: opts.clock_skew_secs,
             seed,
             state: Mutex::new(Inner::default()),
             overrides: Mutex::new(HashMap::new()),
@@ -486,6 +492,7 @@ struct Shared {
     faults: Vec<OktaFault>,
     budget: Option<u32>,
     budget_window: Duration,
+    clock_skew_secs: i64,
     seed: u64,
     state: Mutex<Inner>,
     /// Users replaced by `FakeOkta::modify_user`, by index. Consulted per user only when
@@ -666,6 +673,16 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         == 0
 }
 
+/// `t` on the org's clock ([`OktaOptions::clock_skew_secs`] away from this machine's).
+fn org_clock(shared: &Shared, t: SystemTime) -> SystemTime {
+    let skew = Duration::from_secs(shared.clock_skew_secs.unsigned_abs());
+    if shared.clock_skew_secs < 0 {
+        t.checked_sub(skew).unwrap_or(t)
+    } else {
+        t.checked_add(skew).unwrap_or(t)
+    }
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -679,7 +696,7 @@ async fn handle(
     {
         return oauth.token_endpoint(&method, &headers, &body, now);
     }
-    let now_secs = now
+    let now_secs = org_clock(&shared, now)
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
@@ -749,7 +766,7 @@ async fn handle(
                     n,
                     budget,
                     budget.saturating_sub(st.budget_used),
-                    epoch_secs_ceil(start + shared.budget_window),
+                    epoch_secs_ceil(org_clock(&shared, start + shared.budget_window)),
                     over,
                 )
             }
@@ -805,7 +822,7 @@ async fn handle(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json;charset=UTF-8"),
     );
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(org_clock(&shared, now))) {
         h.insert(header::DATE, v);
     }
     if let Ok(v) = HeaderValue::from_str(&shared.random_id("", n as u64, 27)) {

@@ -64,6 +64,18 @@ pub struct PendoOptions {
     /// Visitor IDs whose update always runs past the time limit: any POST holding one of them
     /// answers 408, however small. Default empty.
     pub slow_visitors: HashSet<String>,
+    /// Visitor IDs whose record Pendo refuses: any POST holding one of them answers 400
+    /// (`{"error":"visitor <id>: ..."}`) and stores nothing, however small. Default empty.
+    pub refused_visitors: HashSet<String>,
+    /// Visitor IDs Pendo accepts in a POST but fails to update: the 200 answer counts them in
+    /// `failed`, not in `updated`, and names each in `errors` (`{"visitorId", "error"}`).
+    /// Default empty.
+    pub unconfirmed_visitors: HashSet<String>,
+    /// Refuse a POST whose records set a field the [`schema`](Self::schema) does not have (or
+    /// has deleted) in the POST's metadata group, with 400 `{"error":"unknown field
+    /// \"<group>.<field>\" ..."}`, as Pendo refuses values for fields that were never created.
+    /// Default false (any field is taken).
+    pub enforce_schema: bool,
 }
 
 impl Default for PendoOptions {
@@ -77,6 +89,9 @@ impl Default for PendoOptions {
             schema: default_schema(),
             max_batch_len: None,
             slow_visitors: HashSet::new(),
+            refused_visitors: HashSet::new(),
+            unconfirmed_visitors: HashSet::new(),
+            enforce_schema: false,
         }
     }
 }
@@ -306,7 +321,7 @@ struct Outcome {
     updated: usize,
     failed: usize,
     missing: Vec<String>,
-    errors: [(); 0],
+    errors: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -484,6 +499,31 @@ fn answer(
         );
         return now(400, &msg);
     }
+    if shared.opts.enforce_schema {
+        let fields = shared.opts.schema.get(group).and_then(Value::as_object);
+        let known = |name: &str| {
+            fields
+                .and_then(|f| f.get(name))
+                .is_some_and(|d| d.get("IsDeleted") != Some(&Value::Bool(true)))
+        };
+        if let Some(name) = records
+            .iter()
+            .flat_map(|r| r.values.keys())
+            .find(|name| !known(name))
+        {
+            let msg = format!(
+                "unknown field \"{group}.{name}\": no such visitor metadata field in this subscription"
+            );
+            return now(400, &msg);
+        }
+    }
+    if let Some(r) = records
+        .iter()
+        .find(|r| shared.opts.refused_visitors.contains(r.visitor_id.as_str()))
+    {
+        let msg = format!("visitor {}: metadata values refused", r.visitor_id);
+        return now(400, &msg);
+    }
     batch.len = records.len();
     if shared.opts.record_values {
         batch.records = records
@@ -521,9 +561,21 @@ fn answer(
 
     let total = records.len();
     let mut missing = Vec::new();
+    let mut errors = Vec::new();
     {
         let mut st = shared.lock();
         for r in records {
+            if shared
+                .opts
+                .unconfirmed_visitors
+                .contains(r.visitor_id.as_str())
+            {
+                errors.push(json!({
+                    "visitorId": r.visitor_id,
+                    "error": "update failed",
+                }));
+                continue;
+            }
             let exists =
                 shared.opts.existing.contains(&r.visitor_id) || st.created.contains(&r.visitor_id);
             if !exists {
@@ -541,14 +593,14 @@ fn answer(
             }
         }
     }
-    let updated = total - missing.len();
+    let updated = total - missing.len() - errors.len();
     // A struct keeps Pendo's key order (total, updated, failed, missing, errors).
     let body = Outcome {
         total,
         updated,
         failed: total - updated,
         missing,
-        errors: [],
+        errors,
     };
     if matches!(fault, Some(PendoFault::MalformedJson { .. })) {
         let mut text = serde_json::to_vec(&body).unwrap_or_default();

@@ -24,7 +24,12 @@ use crate::mapping::{Mapping, Record, Unsendable};
 use crate::okta::{OktaClient, OktaError, Page};
 use crate::pendo::{PendoClient, PendoError, PushResponse};
 use crate::report::{Mode, RunError, RunRecord, Status, Tally, Trigger, count};
-use crate::state::{State, SyncPoint};
+use crate::state::{Settled, State, SyncPoint};
+
+mod guard;
+mod seen;
+use guard::Guard;
+use seen::SeenVisitors;
 
 /// Pages read ahead of the mapper.
 const PAGES_AHEAD: usize = 2;
@@ -47,18 +52,20 @@ pub struct RunOptions {
     pub grace: Duration,
     /// Read and push every user in scope, whatever the state says.
     pub force_full: bool,
+    /// Push even what the guard would hold.
+    pub force: bool,
 }
 
-/// What a run came to: its record (not yet stored) and, when it got everything through, the
-/// sync point the next incremental run starts from.
+/// What a run came to: its record (not yet stored) and, when it got everything through, what
+/// it settled (the sync point the next incremental run starts from).
 #[derive(Debug)]
 pub struct Outcome {
     pub record: RunRecord,
-    pub reached: Option<SyncPoint>,
+    pub reached: Option<Settled>,
 }
 
-/// How much earlier than the last successful run's start an incremental read begins, for
-/// clocks that differ and for changes Okta records a little late.
+/// How much earlier than the last successful run's first Okta answer an incremental read
+/// begins, for changes Okta records a little late.
 pub const OVERLAP: Duration = Duration::from_secs(5 * 60);
 
 /// A full run is due when the last one is older than `full_sync_every` less this slack, so that
@@ -79,20 +86,62 @@ impl Plan {
     }
 }
 
-/// A fingerprint of everything that shapes what is sent: when it changes, a run is full.
+/// A fingerprint of everything that decides which users are read and what is sent: when it
+/// changes, a run is full.
 pub fn fingerprint(settings: &Settings) -> String {
+    let scope = match &settings.okta.scope {
+        UserScope::All => "all".to_owned(),
+        UserScope::Filter(f) => format!("filter:{f}"),
+        UserScope::Search(q) => format!("search:{q}"),
+        UserScope::Groups(ids) => format!("groups:{}", ids.join(",")),
+    };
     let mut text = format!(
-        "v1|{}|{:?}|{}|{}|{}",
+        "v2|{}|{:?}|{}|{}|{}|{}|{}",
         settings.sync.visitor_id_key,
         settings.sync.on_null,
         settings.sync.create_missing_visitors,
         settings.pendo.base_url,
         settings.pendo.metadata_group.as_str(),
+        settings.okta.org_url,
+        scope,
     );
     for f in settings.mapping.fields() {
         text.push_str(&format!("|{}={}:{}", f.field, f.path, f.ty.as_str()));
     }
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// Top-level user attributes whose changes Okta records in `lastUpdated` (with everything under
+/// `profile`): the user's identity and status.
+const TRACKED_BY_LAST_UPDATED: &[&str] = &[
+    "id",
+    "status",
+    "created",
+    "activated",
+    "statusChanged",
+    "lastUpdated",
+    "transitioningToStatus",
+    "type",
+];
+
+/// The first attribute a run reads (a mapped path or the visitor ID key) whose changes
+/// `lastUpdated` may not show: Okta moves `lastUpdated` for profile and status changes, not
+/// for a sign-in (`lastLogin`) or anything else outside the profile (`passwordChanged`,
+/// `credentials`, ...). An incremental run, which asks for users updated since the last run,
+/// would never see such a change, so runs that read one are full.
+pub fn untracked_attribute(settings: &Settings) -> Option<&crate::mapping::AttributePath> {
+    settings
+        .mapping
+        .fields()
+        .iter()
+        .map(|f| &f.path)
+        .chain(std::iter::once(&settings.sync.visitor_id_key))
+        .find(|path| {
+            let mut segs = path.as_str().split('.');
+            let first = segs.next().unwrap_or_default();
+            let in_profile = first == "profile" && segs.next().is_some();
+            !in_profile && !TRACKED_BY_LAST_UPDATED.contains(&first)
+        })
 }
 
 /// Decides whether a run is full or incremental, as SPEC's "Runs" says.
@@ -108,10 +157,26 @@ pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: Offse
         return full("the first run");
     };
     if point.fingerprint.as_deref() != Some(fingerprint.as_str()) {
-        return full("the mapping or visitor settings changed");
+        return full("the mapping, the visitor settings or the user scope changed");
+    }
+    if point.unsettled.is_some() {
+        return full(
+            "a run under other settings began pushing and did not succeed: Pendo may hold its \
+             values for users an incremental run would not read",
+        );
     }
     if force_full {
         return full("--full");
+    }
+    if let Some(path) = untracked_attribute(settings) {
+        return Plan {
+            incremental_since: None,
+            why: format!(
+                "{path} is mapped, and Okta does not move lastUpdated when only it changes, so \
+                 every run is full"
+            ),
+            fingerprint,
+        };
     }
     match point.last_full {
         Some(last) if now - last < every => Plan {
@@ -189,6 +254,10 @@ pub async fn run(
         page_tx,
     ));
 
+    // A real run under settings other than the last successful run's leaves a mark before its
+    // first push, so that the runs after it stay full until one succeeds.
+    let unsettle = (!opts.dry_run && point.fingerprint.as_deref() != Some(&plan.fingerprint))
+        .then(|| plan.fingerprint.clone());
     let mut pipeline = Pipeline {
         settings,
         mapping: Arc::new(settings.mapping.clone()),
@@ -203,6 +272,16 @@ pub async fn run(
             UserScope::Groups(ids) if ids.len() > 1 => Some(SeenIds::new()),
             _ => None,
         },
+        visitors: SeenVisitors::new(),
+        with_value: vec![0; settings.mapping.fields().len()],
+        okta_clock: None,
+        mark: run_mark(started_at),
+        unsettle,
+        guard: (plan.is_full() && settings.guard.enabled && !opts.force).then(|| {
+            // Without a count of known visitors the second rule stays off (a count of 0).
+            let known = lock(state).visitor_count().unwrap_or(0);
+            Guard::new(settings.guard.sample.get(), &point, known, settings)
+        }),
         stop: None,
         cancel,
         grace: opts.grace,
@@ -230,9 +309,25 @@ pub async fn run(
         tally,
         stop,
         state_trouble,
+        with_value,
+        okta_clock,
+        mark,
         ..
     } = pipeline;
-    let unconfirmed = tally.unconfirmed;
+    let field_shares: Vec<(String, f64)> = settings
+        .mapping
+        .fields()
+        .iter()
+        .zip(&with_value)
+        .map(|(f, n)| {
+            let share = if tally.records_processed == 0 {
+                0.0
+            } else {
+                *n as f64 / tally.records_processed as f64
+            };
+            (f.field.clone(), share)
+        })
+        .collect();
     let record = finish(
         started_at,
         opts.trigger,
@@ -243,18 +338,33 @@ pub async fn run(
         stop,
     );
     // The point moves only when every user got through (pushed, or reported missing).
-    let complete =
-        record.status == Status::Succeeded && state_trouble.is_none() && unconfirmed == 0;
-    let reached = (complete && !opts.dry_run).then(|| SyncPoint {
-        cursor: Some(started_at),
-        fingerprint: Some(plan.fingerprint.clone()),
-        last_full: if plan.is_full() {
-            Some(started_at)
-        } else {
-            point.last_full
+    let complete = record.status == Status::Succeeded && state_trouble.is_none();
+    let reached = (complete && !opts.dry_run).then(|| Settled {
+        point: SyncPoint {
+            // Okta's clock, not ours: a host clock minutes off must not skip changes.
+            cursor: Some(okta_clock.unwrap_or(started_at)),
+            fingerprint: Some(plan.fingerprint.clone()),
+            last_full: if plan.is_full() {
+                Some(started_at)
+            } else {
+                point.last_full
+            },
+            unsettled: None,
+            field_shares: if plan.is_full() {
+                field_shares
+            } else {
+                point.field_shares.clone()
+            },
         },
+        full_run: plan.is_full().then_some(mark),
     });
     Outcome { record, reached }
+}
+
+/// The mark a run's stored hashes carry: its start in Unix milliseconds (one run at a time
+/// writes a state file, and no two start in the same millisecond).
+fn run_mark(started_at: OffsetDateTime) -> i64 {
+    (started_at.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -312,6 +422,11 @@ enum Stop {
     OutputClosed,
     /// A failure on our side that ends the run (the dry-run output cannot be written).
     Fatal(String),
+    /// Pendo refused the credentials or a mapped field: nothing more can be pushed, so
+    /// reading stops at once and the run fails.
+    Refused(Refusal),
+    /// The guard held a full run before any push: why, in words.
+    Held(String),
 }
 
 struct Pipeline<'s, 'w> {
@@ -334,7 +449,21 @@ struct Pipeline<'s, 'w> {
     /// Records per push task, to account for a task that ends without an outcome.
     inflight_sizes: HashMap<tokio::task::Id, u64>,
     dry_out: Option<&'w mut (dyn Write + Send)>,
+    /// Okta user IDs met, when a user can be listed more than once (several groups).
     seen: Option<SeenIds>,
+    /// Visitor IDs queued in this run: one record per visitor.
+    visitors: SeenVisitors,
+    /// Per mapped field (in the mapping's order), how many records sent had a value for it.
+    with_value: Vec<u64>,
+    /// Okta's clock at its first answer of the run (the `Date` of the first page).
+    okta_clock: Option<OffsetDateTime>,
+    /// The mark stored with this run's hashes.
+    mark: i64,
+    /// The fingerprint to record as unsettled before the first push, when the settings differ
+    /// from the last successful run's.
+    unsettle: Option<String>,
+    /// A full run's sample, held back until the guard has judged it.
+    guard: Option<Guard>,
     stop: Option<Stop>,
     cancel: CancellationToken,
     grace: Duration,
@@ -355,6 +484,9 @@ impl Pipeline<'_, '_> {
                 page = pages.recv() => page,
             };
             let Some(page) = page else { break };
+            if self.okta_clock.is_none() {
+                self.okta_clock = page.date;
+            }
             for user in page.users {
                 self.user(&user).await;
                 if self.stop.is_some() {
@@ -366,9 +498,18 @@ impl Pipeline<'_, '_> {
             }
         }
         drop(pages);
+        // A sample smaller than the guard's size is all there is: judge it now. A run that
+        // stopped before judging pushes none of it.
+        if self.stop.is_none() {
+            self.judge().await;
+        } else if let Some(guard) = self.guard.take() {
+            self.unsent(guard.into_sample().len() as u64);
+        }
         // What was read is pushed, even when cancelled: it is one batch at most.
         if matches!(self.stop, None | Some(Stop::Cancelled)) {
             self.flush().await;
+        } else {
+            self.discard_batch();
         }
         self.drain().await;
         if let Some(out) = self.dry_out.as_mut()
@@ -428,6 +569,14 @@ impl Pipeline<'_, '_> {
             .map_user(user, &sync.visitor_id_key, sync.on_null)
         {
             Ok(record) => {
+                if !self.visitors.first_time(&record.visitor_id) {
+                    self.tally.users_skipped += 1;
+                    self.tally.users_duplicate += 1;
+                    let message = "not sent: duplicate visitor ID (an earlier user of this run \
+                                   has it, and Pendo gets one record per visitor)";
+                    self.tally.error(Some(record.visitor_id), message);
+                    return;
+                }
                 let hash = self.mapping.values_hash(&record);
                 if self.compare {
                     let stored = lock(self.state).visitor_hash(&record.visitor_id);
@@ -440,27 +589,18 @@ impl Pipeline<'_, '_> {
                         Err(e) => self.state_failed(e),
                     }
                 }
-                if let Some(out) = self.dry_out.as_mut() {
-                    // Counted as it is computed, so the counts add up even if writing fails.
-                    self.tally.records_processed += 1;
-                    let mut line = Vec::with_capacity(256);
-                    let written = self
-                        .mapping
-                        .write_record(&record, &mut line)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| {
-                            line.push(b'\n');
-                            out.write_all(&line)
-                        });
-                    if let Err(e) = written {
-                        self.output_failed(e);
+                match self.guard.as_mut() {
+                    Some(guard) => {
+                        let known = guard.needs_known()
+                            && matches!(
+                                lock(self.state).visitor_hash(&record.visitor_id),
+                                Ok(Some(_))
+                            );
+                        if guard.add(record, hash, known) {
+                            self.judge().await;
+                        }
                     }
-                    return;
-                }
-                self.batch.push(record);
-                self.hashes.push(hash);
-                if self.batch.len() >= self.settings.pendo.batch_size.get() {
-                    self.flush().await;
+                    None => self.admit(record, hash).await,
                 }
             }
             Err(Unsendable::NoVisitorId) => {
@@ -477,6 +617,83 @@ impl Pipeline<'_, '_> {
                     .error(Some(visitor_id), format!("not sent: {message}"));
             }
         }
+    }
+
+    /// Sends a record on: to the dry-run output, or into the batch (pushed when full).
+    async fn admit(&mut self, record: Record, hash: u64) {
+        if let Some(out) = self.dry_out.as_mut() {
+            // Counted as it is computed, so the counts add up even if writing fails.
+            self.tally.records_processed += 1;
+            let mut line = Vec::with_capacity(256);
+            let written = self
+                .mapping
+                .write_record(&record, &mut line)
+                .map_err(std::io::Error::from)
+                .and_then(|()| {
+                    line.push(b'\n');
+                    out.write_all(&line)
+                });
+            if let Err(e) = written {
+                self.output_failed(e);
+            }
+            return;
+        }
+        for (n, v) in self.with_value.iter_mut().zip(&record.values) {
+            if v.as_ref().is_some_and(|v| !v.is_null()) {
+                *n += 1;
+            }
+        }
+        self.batch.push(record);
+        self.hashes.push(hash);
+        if self.batch.len() >= self.settings.pendo.batch_size.get() {
+            self.flush().await;
+        }
+    }
+
+    /// Judges the guard's sample: holds the run (pushing nothing), or sends the sample on and
+    /// lets the rest of the run through. A dry run is never held; the verdict goes into its
+    /// message.
+    async fn judge(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let verdict = guard.verdict(self.mapping.fields(), &self.settings.sync.visitor_id_key);
+        let sample = guard.into_sample();
+        match verdict {
+            Some(why) if self.dry_out.is_none() => {
+                tracing::warn!("the guard holds this run: {why}");
+                self.unsent(sample.len() as u64);
+                self.stop = Some(Stop::Held(why));
+            }
+            verdict => {
+                if let Some(why) = verdict {
+                    tracing::warn!("a real run would be held by the guard: {why}");
+                    self.tally.guard_note = Some(why);
+                }
+                let total = sample.len();
+                for (i, (record, hash)) in sample.into_iter().enumerate() {
+                    if self.stop.is_some() {
+                        self.unsent((total - i) as u64);
+                        break;
+                    }
+                    self.admit(record, hash).await;
+                }
+            }
+        }
+    }
+
+    /// Users read and mapped that will not be sent, since the run stopped first.
+    fn unsent(&mut self, n: u64) {
+        self.tally.users_skipped += n;
+        self.tally.users_unsent += n;
+    }
+
+    /// Drops the batch being filled, when the run stopped and may push no more.
+    fn discard_batch(&mut self) {
+        let n = self.batch.len() as u64;
+        self.batch.clear();
+        self.hashes.clear();
+        self.unsent(n);
     }
 
     /// Hands the current batch to a push task, waiting while `concurrency` are in flight
@@ -497,6 +714,10 @@ impl Pipeline<'_, '_> {
                 },
             }
         }
+        if matches!(self.stop, Some(Stop::Refused(_))) {
+            self.discard_batch();
+            return;
+        }
         let records = std::mem::replace(
             &mut self.batch,
             Vec::with_capacity(self.settings.pendo.batch_size.get()),
@@ -505,6 +726,12 @@ impl Pipeline<'_, '_> {
             &mut self.hashes,
             Vec::with_capacity(self.settings.pendo.batch_size.get()),
         );
+        if let Some(fingerprint) = self.unsettle.take() {
+            let marked = lock(self.state).mark_unsettled(&fingerprint);
+            if let Err(e) = marked {
+                self.state_failed(e);
+            }
+        }
         let size = records.len() as u64;
         let pendo = self.pendo.clone();
         let mapping = self.mapping.clone();
@@ -573,6 +800,14 @@ impl Pipeline<'_, '_> {
                 return;
             }
         };
+        if let Some(error) = outcome.refused {
+            if self.stop.is_none() {
+                tracing::error!("{}: no more reading, nothing more is pushed", error.0);
+            }
+            if !matches!(self.stop, Some(Stop::Refused(_))) {
+                self.stop = Some(Stop::Refused(error));
+            }
+        }
         let mut pushed: Vec<(String, u64)> = Vec::new();
         let t = &mut self.tally;
         t.records_processed += outcome.sent;
@@ -591,7 +826,8 @@ impl Pipeline<'_, '_> {
             }
             t.missing(response.missing);
             for e in response.errors {
-                t.error(None, format!("Pendo: {}", pendo_error_text(&e)));
+                let (visitor_id, text) = pendo_error(&e);
+                t.error(visitor_id, format!("Pendo: {text}"));
             }
         }
         for (error, visitor_ids) in outcome.failed {
@@ -609,7 +845,7 @@ impl Pipeline<'_, '_> {
             }
         }
         if !pushed.is_empty() {
-            let stored = lock(self.state).store_hashes(&pushed);
+            let stored = lock(self.state).store_hashes(&pushed, self.mark);
             if let Err(e) = stored {
                 self.state_failed(e);
             }
@@ -623,7 +859,13 @@ struct BatchOutcome {
     sent: u64,
     accepted: Vec<Accepted>,
     failed: Vec<(PendoError, Vec<String>)>,
+    /// Pendo refused what every batch would carry (the key, a field): the run must stop.
+    refused: Option<Refusal>,
 }
+
+/// Why Pendo refuses every batch, in words.
+#[derive(Debug)]
+struct Refusal(String);
 
 /// A (part of a) batch Pendo accepted: its answer, and the visitors sent with their hashes.
 struct Accepted {
@@ -663,10 +905,28 @@ async fn push_records(
                     .collect(),
             });
         }
-        Err(PendoError::Timeout) if records.len() > 1 => {
+        Err(error @ (PendoError::Unauthorized | PendoError::Forbidden)) => {
+            refuse(error, records, out);
+        }
+        Err(PendoError::Status {
+            status: 400,
+            detail,
+        }) if crate::pendo::unknown_field(&detail, mapping).is_some() => {
+            let field = crate::pendo::unknown_field(&detail, mapping)
+                .unwrap_or_default()
+                .to_owned();
+            refuse(PendoError::UnknownField { field, detail }, records, out);
+        }
+        Err(error @ (PendoError::Timeout | PendoError::Status { status: 400, .. }))
+            if records.len() > 1 =>
+        {
+            let why = match error {
+                PendoError::Timeout => "Pendo answered 408 (call too long)",
+                _ => "Pendo refused the batch (HTTP 400)",
+            };
             tracing::warn!(
                 records = records.len(),
-                "Pendo answered 408 (call too long): splitting the batch in halves"
+                "{why}: splitting the batch in halves to find what it refuses"
             );
             let mid = records.len() / 2;
             let (a, b) = records.split_at(mid);
@@ -685,18 +945,41 @@ async fn push_records(
     }
 }
 
-fn pendo_error_text(e: &Value) -> String {
-    let text = match e {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => o
-            .get("message")
-            .or_else(|| o.get("error"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| e.to_string()),
-        other => other.to_string(),
+/// Records a batch Pendo refused in a way every batch would be refused.
+fn refuse(error: PendoError, records: &[Record], out: &mut BatchOutcome) {
+    tracing::warn!(records = records.len(), "batch not delivered: {error}");
+    out.sent += records.len() as u64;
+    out.refused
+        .get_or_insert_with(|| Refusal(error.to_string()));
+    out.failed.push((
+        error,
+        records.iter().map(|r| r.visitor_id.clone()).collect(),
+    ));
+}
+
+/// One entry of the `errors` of Pendo's answer: the visitor it names, if any, and its text.
+fn pendo_error(e: &Value) -> (Option<String>, String) {
+    let (visitor_id, text) = match e {
+        Value::String(s) => (None, s.clone()),
+        Value::Object(o) => (
+            ["visitorId", "visitor_id", "id"]
+                .iter()
+                .find_map(|k| o.get(*k))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+            o.get("message")
+                .or_else(|| o.get("error"))
+                .or_else(|| o.get("reason"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| e.to_string()),
+        ),
+        other => (None, other.to_string()),
     };
-    text.chars().take(300).collect()
+    (visitor_id, text.chars().take(300).collect())
 }
 
 /// Builds the record from the tally.
@@ -711,10 +994,18 @@ fn finish(
 ) -> RunRecord {
     let dry = mode == Mode::DryRun;
     let delivered_any = t.batches_ok > 0;
+    let users_failed = if dry {
+        0
+    } else {
+        t.records_processed.saturating_sub(t.users_updated)
+    };
+    // Records Pendo neither updated nor reported missing: its answers do not account for them.
+    let unconfirmed = users_failed.saturating_sub(t.users_missing);
     let status = match &stop {
         Some(Stop::Cancelled | Stop::OutputClosed) => Status::Interrupted,
-        Some(Stop::Fatal(_)) => Status::Failed,
-        None if okta_error.is_some() || t.batches_failed > 0 => {
+        Some(Stop::Fatal(_) | Stop::Refused(_)) => Status::Failed,
+        Some(Stop::Held(_)) => Status::Held,
+        None if okta_error.is_some() || t.batches_failed > 0 || unconfirmed > 0 => {
             if delivered_any {
                 Status::Partial
             } else {
@@ -723,18 +1014,13 @@ fn finish(
         }
         None => Status::Succeeded,
     };
-    // 200 when nothing failed; else the last failing HTTP status (0: none).
+    // 200 when Pendo accepted every batch; else the last failing HTTP status (0: none).
     let status_code = match (t.last_failure_status, &okta_error, &stop) {
         (Some(code), _, _) => code,
         (None, Some((_, code)), _) => *code,
-        (None, None, Some(Stop::Fatal(_))) => 0,
+        (None, None, Some(Stop::Fatal(_) | Stop::Held(_))) => 0,
         (None, None, _) if dry => 0,
         (None, None, _) => 200,
-    };
-    let users_failed = if dry {
-        0
-    } else {
-        t.records_processed.saturating_sub(t.users_updated)
     };
 
     let mut run_errors = Vec::new();
@@ -747,6 +1033,22 @@ fn finish(
         Some(Stop::Fatal(f)) => {
             message.push_str(&format!("{f}. "));
             run_errors.push(f.clone());
+        }
+        Some(Stop::Held(why)) => {
+            message.push_str(&format!(
+                "Held by the guard, nothing pushed: {why}. Fix the config, or run \
+                 `okta-pendo-sync sync --force` to push anyway (guard.enabled = false turns the \
+                 guard off). "
+            ));
+            run_errors.push(format!("held by the guard: {why}"));
+        }
+        Some(Stop::Refused(Refusal(why))) => {
+            message.push_str(&format!(
+                "Stopped after {} users: {why}; reading Okta stopped at once, since no batch \
+                 could be delivered. ",
+                count(t.okta_users_read)
+            ));
+            run_errors.push(why.clone());
         }
         None => {}
     }
@@ -778,20 +1080,35 @@ fn finish(
         if t.users_missing > 0 {
             message.push_str(&format!(", {} not found in Pendo", count(t.users_missing)));
         }
-        let other_failures = users_failed.saturating_sub(t.users_missing);
-        if other_failures > 0 {
-            message.push_str(&format!(", {} failed", count(other_failures)));
+        let undelivered = unconfirmed.saturating_sub(t.unconfirmed);
+        if undelivered > 0 {
+            message.push_str(&format!(", {} failed", count(undelivered)));
+        }
+        if t.unconfirmed > 0 {
+            message.push_str(&format!(
+                ", {} accepted but not confirmed as updated by Pendo's answer",
+                count(t.unconfirmed)
+            ));
         }
     }
     if t.users_unchanged > 0 {
         message.push_str(&format!("; {} unchanged", count(t.users_unchanged)));
     }
     if t.users_skipped > 0 {
+        let why: Vec<String> = [
+            (t.users_without_id, "without a visitor ID"),
+            (t.users_bad_value, "with a value of the wrong type"),
+            (t.users_duplicate, "with a duplicate visitor ID"),
+            (t.users_unsent, "not sent because the run stopped"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{} {what}", count(*n)))
+        .collect();
         message.push_str(&format!(
-            "; {} skipped ({} without a visitor ID, {} with a value of the wrong type)",
+            "; {} skipped ({})",
             count(t.users_skipped),
-            count(t.users_without_id),
-            count(t.users_bad_value)
+            why.join(", ")
         ));
     }
     if t.batches_failed > 0 {
@@ -802,6 +1119,9 @@ fn finish(
         ));
     }
     message.push('.');
+    if let Some(why) = &t.guard_note {
+        message.push_str(&format!(" A real run would be held by the guard: {why}."));
+    }
 
     // Run-level errors come first, whatever the cap left room for.
     let mut errors: Vec<RunError> = run_errors
