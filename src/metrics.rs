@@ -282,4 +282,21 @@ mod tests {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
     }
+
+    #[test]
+    fn a_held_run_shows() {
+        let m = Metrics::new();
+        let mut r =
+            crate::report::RunRecord::not_started(crate::report::Trigger::Schedule, "x".into());
+        r.status = Status::Held;
+        m.run_finished(&r);
+        let text = m.render();
+        for line in [
+            "okta_pendo_sync_runs_total{status=\"held\"} 1",
+            "okta_pendo_sync_last_run_status{status=\"held\"} 1",
+            "okta_pendo_sync_last_run_status{status=\"succeeded\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
 }
