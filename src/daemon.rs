@@ -144,7 +144,13 @@ impl Daemon {
                 }
             }
             last_fire = next;
-            // The fire. An edited file applies from this run on.
+            // The fire. Each one gives the runtime a turn and looks at `stop` first, so that
+            // fires coming back to back could never keep a stop from being seen.
+            tokio::task::yield_now().await;
+            if stop.is_cancelled() {
+                break 'schedule;
+            }
+            // An edited file applies from this run on.
             if self.config_changed() {
                 self.reload("the config file changed");
             }

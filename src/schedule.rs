@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, LocalResult, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// The default: Mondays at 06:00.
@@ -100,20 +100,121 @@ impl CronSchedule {
         self.tz
     }
 
-    /// The first fire strictly after `t`.
+    /// The first fire strictly after `t`; never `t` or earlier, whatever croner answers.
+    ///
+    /// A wall-clock time that happens twice (the daylight-saving fall-back) fires once, at its
+    /// first pass. croner reads a search start in the second pass as the same wall-clock time
+    /// and answers a fire of the first pass, already gone: the search then starts again where
+    /// the repetition ends, since nothing fires before that. An answer that is not a fire
+    /// (croner can answer the end of a spring-forward gap on that day for a time before it) is
+    /// searched past.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_next_occurrence(&t.with_timezone(&self.tz), false)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
+        let mut from = t;
+        let mut inclusive = false;
+        for _ in 0..SEARCHES {
+            let found = self
+                .cron
+                .find_next_occurrence(&from.with_timezone(&self.tz), inclusive)
+                .ok()?
+                .with_timezone(&Utc);
+            if found <= t {
+                from = self
+                    .end_of_second_pass(from)
+                    .unwrap_or_else(|| whole_second_after(from));
+                inclusive = true;
+            } else if self.is_fire(found) {
+                return Some(found);
+            } else {
+                from = found;
+                inclusive = false;
+            }
+        }
+        None
     }
 
-    /// The last fire at or before `t`.
+    /// The last fire at or before `t`; never later than `t`, whatever croner answers, and the
+    /// one [`next_after`](Self::next_after) leads to (in a second pass, croner looks back
+    /// from the wall-clock time and would miss the first pass's later fires).
     pub fn previous_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut from = t;
+        let mut found = None;
+        for _ in 0..SEARCHES {
+            let f = self
+                .cron
+                .find_previous_occurrence(&from.with_timezone(&self.tz), true)
+                .ok()?
+                .with_timezone(&Utc);
+            if f <= t && self.is_fire(f) {
+                found = Some(f);
+                break;
+            }
+            from = whole_second_before(from.min(f));
+        }
+        let mut last = found?;
+        for _ in 0..WALK {
+            match self.next_after(last) {
+                Some(n) if n <= t => last = n,
+                _ => break,
+            }
+        }
+        Some(last)
+    }
+
+    /// Whether `x`, an answer of croner, is a fire: its wall-clock time matches, or it ends a
+    /// spring-forward gap in which a matching wall-clock time was skipped.
+    fn is_fire(&self, x: DateTime<Utc>) -> bool {
+        let local = x.with_timezone(&self.tz);
+        if self.cron.is_time_matching(&local).unwrap_or(false) {
+            return true;
+        }
+        let at = local.naive_local();
+        let before = (x - chrono::Duration::seconds(1))
+            .with_timezone(&self.tz)
+            .naive_local();
+        if at - before <= chrono::Duration::seconds(1) {
+            return false;
+        }
+        // A search on the bare wall-clock times (read as UTC, which has no gaps).
         self.cron
-            .find_previous_occurrence(&t.with_timezone(&self.tz), true)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .find_next_occurrence(&Utc.from_utc_datetime(&before), false)
+            .is_ok_and(|m| m.naive_utc() < at)
+    }
+
+    /// Whether `t` is in the second pass of a repeated wall-clock time: its local time also
+    /// names an earlier instant.
+    fn in_second_pass(&self, t: DateTime<Utc>) -> bool {
+        let local = t.with_timezone(&self.tz).naive_local();
+        matches!(
+            self.tz.from_local_datetime(&local),
+            LocalResult::Ambiguous(first, _) if first.with_timezone(&Utc) < t
+        )
+    }
+
+    /// When the repetition `t` is in ends (the first instant whose wall-clock time is new
+    /// again), if `t` is in a second pass.
+    fn end_of_second_pass(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Transitions fall on whole seconds, so a search on whole seconds lands on one.
+        let start = t.with_nanosecond(0).unwrap_or(t);
+        let local = start.with_timezone(&self.tz).naive_local();
+        let LocalResult::Ambiguous(first, _) = self.tz.from_local_datetime(&local) else {
+            return None;
+        };
+        let repeat = start - first.with_timezone(&Utc);
+        // `start` is in the second pass and `start + repeat` past it: bisect between them.
+        let (mut lo, mut hi) = (start, start + repeat);
+        if repeat <= chrono::Duration::zero() || self.in_second_pass(hi) {
+            return None;
+        }
+        while hi - lo > chrono::Duration::seconds(1) {
+            let mid = lo + (hi - lo) / 2;
+            let mid = mid.with_nanosecond(0).unwrap_or(mid);
+            if self.in_second_pass(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(hi)
     }
 
     /// `t` in the schedule's zone, for log lines.
@@ -121,6 +222,29 @@ impl CronSchedule {
         t.with_timezone(&self.tz)
             .format("%Y-%m-%d %H:%M:%S %Z")
             .to_string()
+    }
+}
+
+/// How many times a search is repeated when croner's answer is not the fire asked for; a
+/// repeated hour or a gap takes two.
+const SEARCHES: usize = 8;
+
+/// The most fires [`CronSchedule::previous_at_or_before`] steps forward over (a fire every
+/// second through a repeated hour).
+const WALK: usize = 4 * 3600;
+
+/// The first whole second strictly after `t`.
+fn whole_second_after(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t) + chrono::Duration::seconds(1)
+}
+
+/// The last whole second strictly before `t`.
+fn whole_second_before(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = t.with_nanosecond(0).unwrap_or(t);
+    if floor < t {
+        floor
+    } else {
+        floor - chrono::Duration::seconds(1)
     }
 }
 
@@ -201,7 +325,6 @@ pub fn sleep_slice(now: DateTime<Utc>, target: DateTime<Utc>, max: Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -345,6 +468,119 @@ mod tests {
                 "2026-11-02T06:30:00+00:00",
                 "2026-11-03T06:30:00+00:00"
             ]
+        );
+    }
+
+    #[test]
+    fn a_search_from_the_second_pass_of_a_repeated_hour_is_not_answered_in_the_past() {
+        // New York, 2026-11-01: 01:00-02:00 comes twice, EDT until 06:00Z, then EST. 06:10Z is
+        // 01:10 EST, in the second pass; the 01:30 fire was at 05:30Z (01:30 EDT), once.
+        let s = CronSchedule::parse("30 1 * * *", "America/New_York").unwrap();
+        let t = utc("2026-11-01T06:10:00Z");
+        assert_eq!(s.next_after(t), Some(utc("2026-11-02T06:30:00Z")));
+        assert_eq!(
+            s.previous_at_or_before(t),
+            Some(utc("2026-11-01T05:30:00Z"))
+        );
+        // Every 10 minutes: nothing more in the repeated hour, then 02:00 EST.
+        let s = CronSchedule::parse("*/10 * * * *", "America/New_York").unwrap();
+        assert_eq!(s.next_after(t), Some(utc("2026-11-01T07:00:00Z")));
+        assert_eq!(
+            s.previous_at_or_before(t),
+            Some(utc("2026-11-01T05:50:00Z"))
+        );
+        // Berlin, 2026-10-25: 02:00-03:00 comes twice, CEST until 01:00Z, then CET. 01:10Z is
+        // 02:10 CET; the 02:30 fire was at 00:30Z (02:30 CEST).
+        let s = CronSchedule::parse("30 2 * * *", "Europe/Berlin").unwrap();
+        let t = utc("2026-10-25T01:10:00Z");
+        assert_eq!(s.next_after(t), Some(utc("2026-10-26T01:30:00Z")));
+        assert_eq!(
+            s.previous_at_or_before(t),
+            Some(utc("2026-10-25T00:30:00Z"))
+        );
+        // A fraction of a second into the second pass changes nothing.
+        let t = utc("2026-10-25T01:10:00.5Z");
+        assert_eq!(s.next_after(t), Some(utc("2026-10-26T01:30:00Z")));
+    }
+
+    #[test]
+    fn next_is_after_and_previous_at_or_before_through_both_changes() {
+        // Every 5 minutes (and every 37 s) across each daylight-saving change of 2026 in both
+        // zones, for schedules in, around and outside the changed hours.
+        let windows = [
+            ("America/New_York", "2026-11-01T04:00:00Z"),
+            ("America/New_York", "2026-03-08T05:00:00Z"),
+            ("Europe/Berlin", "2026-10-24T23:00:00Z"),
+            ("Europe/Berlin", "2026-03-29T00:00:00Z"),
+        ];
+        let exprs = [
+            "30 1 * * *",
+            "30 2 * * *",
+            "0 2 * * *",
+            "*/10 * * * *",
+            "*/20 * * * * *",
+        ];
+        for (zone, start) in windows {
+            for expr in exprs {
+                let s = CronSchedule::parse(expr, zone).unwrap();
+                let start = utc(start);
+                for step in [300, 37] {
+                    for i in 0..(4 * 3600 / step) {
+                        let t = start + chrono::Duration::seconds(i * step);
+                        let next = s.next_after(t).unwrap();
+                        let previous = s.previous_at_or_before(t).unwrap();
+                        assert!(next > t, "{expr} in {zone} from {t}: next {next}");
+                        assert!(
+                            previous <= t,
+                            "{expr} in {zone} at {t}: previous {previous}"
+                        );
+                        assert_eq!(
+                            s.next_after(previous),
+                            Some(next),
+                            "{expr} in {zone} at {t}: a fire between {previous} and {next}"
+                        );
+                        let local = s.local(next);
+                        if expr == "30 1 * * *" || expr == "30 2 * * *" {
+                            assert!(
+                                local.contains(" 01:30:00 ")
+                                    || local.contains(" 02:30:00 ")
+                                    || local.contains(" 03:00:00 "),
+                                "{expr} in {zone} from {t}: {local}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_time_before_a_spring_forward_gap_does_not_fire_again_after_it() {
+        // 2026-03-08 in New York: croner answers 03:00 EDT (the end of the gap) after the
+        // 01:30 EST fire, although nothing was skipped.
+        let s = CronSchedule::parse("30 1 * * *", "America/New_York").unwrap();
+        assert_eq!(
+            fires(&s, "2026-03-07T12:00:00Z", 3),
+            [
+                "2026-03-08 01:30:00 EST",
+                "2026-03-09 01:30:00 EDT",
+                "2026-03-10 01:30:00 EDT"
+            ]
+        );
+        assert_eq!(
+            s.previous_at_or_before(utc("2026-03-08T07:10:00Z")),
+            Some(utc("2026-03-08T06:30:00Z"))
+        );
+        let s = CronSchedule::parse("@daily", "Europe/Berlin").unwrap();
+        assert_eq!(
+            fires(&s, "2026-03-28T12:00:00Z", 2),
+            ["2026-03-29 00:00:00 CET", "2026-03-30 00:00:00 CEST"]
+        );
+        // A time in the gap still runs at its end, also as the previous fire.
+        let s = CronSchedule::parse("30 2 * * *", "America/New_York").unwrap();
+        assert_eq!(
+            s.previous_at_or_before(utc("2026-03-08T07:10:00Z")),
+            Some(utc("2026-03-08T07:00:00Z"))
         );
     }
 

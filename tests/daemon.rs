@@ -219,6 +219,73 @@ async fn new_york_daylight_saving_without_a_restart() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn started_in_a_repeated_hour_it_runs_once_per_fire_and_stops() {
+    // 2026-11-01T06:10Z is 01:10 EST in New York, the second pass of 01:00-02:00; the 01:30
+    // fire was at 05:30Z (01:30 EDT). Runs take no time, so fires in the past would start them
+    // back to back.
+    for (now, zone, cron, fires) in [
+        (
+            "2026-11-01T06:10:00Z",
+            "America/New_York",
+            "30 1 * * *",
+            ["2026-11-02T06:30:00+00:00", "2026-11-03T06:30:00+00:00"],
+        ),
+        (
+            "2026-10-25T01:10:00Z",
+            "Europe/Berlin",
+            "30 2 * * *",
+            ["2026-10-26T01:30:00+00:00", "2026-10-27T01:30:00+00:00"],
+        ),
+    ] {
+        let h = Harness::start(
+            now,
+            &format!("cron = \"{cron}\"\ntimezone = \"{zone}\"\ncatch_up = false"),
+            Duration::ZERO,
+            None,
+        );
+        // Turns of the runtime without time passing: nothing is due.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            h.runs().is_empty(),
+            "{zone}: {} runs before any fire was due",
+            h.runs().len()
+        );
+        advance(Duration::from_secs(2 * 24 * 3600 + 3600)).await;
+        let got: Vec<String> = h.runs().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(got, fires, "{zone}");
+        let text = h.metrics.render();
+        assert!(
+            text.contains("okta_pendo_sync_skipped_fires_total 0"),
+            "{text}"
+        );
+        // A stop is seen at once.
+        let stopped_at = tokio::time::Instant::now();
+        h.stop().await;
+        assert_eq!(stopped_at.elapsed(), Duration::ZERO);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fire_in_a_repeated_hour_runs_once() {
+    let h = Harness::start(
+        "2026-11-01T04:00:00Z",
+        "cron = \"*/30 1 * * *\"\ntimezone = \"America/New_York\"\ncatch_up = false",
+        Duration::from_secs(1),
+        None,
+    );
+    advance(Duration::from_secs(4 * 3600)).await;
+    let got: Vec<String> = h.runs().into_iter().map(|(_, t)| t).collect();
+    // 01:00 and 01:30 EDT; not again at 01:00 and 01:30 EST.
+    assert_eq!(
+        got,
+        ["2026-11-01T05:00:00+00:00", "2026-11-01T05:30:00+00:00"]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fire_during_a_run_is_skipped_and_counted() {
     // Every 10 s, but each run takes 25 s.
     let h = Harness::start(
