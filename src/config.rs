@@ -357,19 +357,7 @@ pub fn load_with_env(
         fail("(file)", format!("not valid TOML{at}: {}", e.message()))
     })?;
 
-    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(false);
-    if let Some(env) = env {
-        environment = environment.source(Some(env.into_iter().collect()));
-    }
-    let merged = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .add_source(environment)
-        .build()
-        .and_then(|c| c.collect())
-        .map_err(|e| fail("(file)", e.to_string()))?;
+    let merged = merge(&text, env).map_err(|e| fail("(file)", e.to_string()))?;
 
     let mut warnings = Vec::new();
     inline_secret_warning(path, &file_table, &mut warnings);
@@ -383,6 +371,53 @@ pub fn load_with_env(
             problems,
         }),
     }
+}
+
+/// The file's text with the environment's overrides (the process's, or `env`) on top.
+fn merge(
+    text: &str,
+    env: Option<BTreeMap<String, String>>,
+) -> Result<config::Map<String, Value>, config::ConfigError> {
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(false);
+    if let Some(env) = env {
+        environment = environment.source(Some(env.into_iter().collect()));
+    }
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(environment)
+        .build()
+        .and_then(|c| c.collect())
+}
+
+/// The files the config at `path` reads secrets from (its `*_file` keys, with the process
+/// environment's overrides), each with its key, whether or not the config is otherwise valid:
+/// the daemon watches them to notice a rotated secret. A config that cannot be read or parsed
+/// names none.
+pub fn secret_files(path: &Path) -> Vec<(&'static str, PathBuf)> {
+    let Some(root) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| merge(&text, None).ok())
+    else {
+        return Vec::new();
+    };
+    KEYS.iter()
+        .filter(|key| key.ends_with("_file"))
+        .filter_map(|key| {
+            let (tables, last) = key.rsplit_once('.')?;
+            let mut table = &root;
+            for name in tables.split('.') {
+                match &table.get(name)?.kind {
+                    ValueKind::Table(inner) => table = inner,
+                    _ => return None,
+                }
+            }
+            let file = table.get(last)?.clone().into_string().ok()?;
+            Some((*key, PathBuf::from(file)))
+        })
+        .collect()
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -1374,6 +1409,25 @@ integration_key = "pendoSECRET"
 [mapping]
 department = "profile.department"
 "#;
+
+    #[test]
+    fn secret_files_are_listed_with_their_keys_even_when_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "[okta]\nnot_a_key = 1\n[okta.oauth]\nprivate_key_file = \"/k.pem\"\n\
+             [pendo]\nintegration_key_file = \"/p.key\"\n",
+        );
+        assert_eq!(
+            secret_files(&path),
+            [
+                ("okta.oauth.private_key_file", PathBuf::from("/k.pem")),
+                ("pendo.integration_key_file", PathBuf::from("/p.key")),
+            ]
+        );
+        assert!(secret_files(&dir.path().join("missing.toml")).is_empty());
+        assert!(secret_files(&write(&dir, MINIMAL)).is_empty());
+    }
 
     #[test]
     fn defaults_fill_in() {

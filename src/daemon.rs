@@ -3,12 +3,12 @@
 //! One loop, one fire at a time: compute the next fire in the schedule's zone, sleep toward it
 //! in slices of at most a minute (noticing a changed config file, SIGHUP, a finished run or a
 //! stop on the way), then start the run unless one is still going (that fire is skipped, logged
-//! and counted). A new configuration, from SIGHUP or from an edited file, is validated like at
-//! start; a bad one is logged with its errors and the running one kept. Runs themselves are a
+//! and counted). A new configuration, from SIGHUP, an edited file or a rotated secret file, is
+//! validated like at start; a bad one is logged with its errors and the running one kept. Runs themselves are a
 //! [`Job`], so tests can drive the loop on paused time with a stand-in.
 
-use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,8 +46,12 @@ pub trait Job: Send + Sync + 'static {
 pub struct Daemon {
     config_path: PathBuf,
     settings: Arc<Settings>,
-    /// A digest of the config file as last read (loaded or rejected), to notice edits.
-    config_digest: Option<u64>,
+    /// What the config file and its secret files held when last read (loaded or rejected),
+    /// to notice an edit or a rotation.
+    sources: Sources,
+    /// Keys the digests with a per-process secret: a digest of a secret file says nothing
+    /// about the secret outside this process.
+    hasher: std::collections::hash_map::RandomState,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     job: Arc<dyn Job>,
@@ -61,11 +65,13 @@ impl Daemon {
         metrics: Arc<Metrics>,
         job: Arc<dyn Job>,
     ) -> Self {
-        let config_digest = digest(&config_path);
+        let hasher = std::collections::hash_map::RandomState::new();
+        let sources = Sources::read(&config_path, &hasher);
         Daemon {
             config_path,
             settings: Arc::new(settings),
-            config_digest,
+            sources,
+            hasher,
             clock,
             metrics,
             job,
@@ -134,8 +140,8 @@ impl Daemon {
                         }
                     }
                     () = tokio::time::sleep(slice) => {
-                        if self.config_changed() {
-                            self.reload("the config file changed");
+                        if let Some(why) = self.sources_changed() {
+                            self.reload(&why);
                             if !due(&*self.clock) {
                                 continue 'schedule;
                             }
@@ -150,9 +156,9 @@ impl Daemon {
             if stop.is_cancelled() {
                 break 'schedule;
             }
-            // An edited file applies from this run on.
-            if self.config_changed() {
-                self.reload("the config file changed");
+            // An edited file or a rotated secret applies from this run on.
+            if let Some(why) = self.sources_changed() {
+                self.reload(&why);
             }
             if running.as_ref().is_some_and(|h| !h.is_finished()) {
                 tracing::warn!(
@@ -198,14 +204,34 @@ impl Daemon {
         }
     }
 
-    fn config_changed(&self) -> bool {
-        digest(&self.config_path) != self.config_digest
+    /// What changed since the config was last read, if anything: the config file, or a
+    /// secret file it names (by key; never what it holds).
+    fn sources_changed(&self) -> Option<String> {
+        let now = Sources::read(&self.config_path, &self.hasher);
+        if now.config != self.sources.config {
+            return Some("the config file changed".to_owned());
+        }
+        if now.secrets == self.sources.secrets {
+            return None;
+        }
+        let key = now
+            .secrets
+            .iter()
+            .find(|s| !self.sources.secrets.contains(s))
+            .or_else(|| {
+                self.sources
+                    .secrets
+                    .iter()
+                    .find(|s| !now.secrets.contains(s))
+            })
+            .map_or("a secret", |(key, _, _)| *key);
+        Some(format!("the file of {key} changed"))
     }
 
     /// Loads the config again; a valid one replaces the running one, a bad one is logged and
     /// the running one kept.
     fn reload(&mut self, why: &str) {
-        self.config_digest = digest(&self.config_path);
+        self.sources = Sources::read(&self.config_path, &self.hasher);
         match config::load(&self.config_path) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
@@ -256,11 +282,33 @@ async fn finished(running: &mut Option<JoinHandle<()>>) {
     }
 }
 
-/// A digest of the file's bytes (`None` when unreadable).
-fn digest(path: &std::path::Path) -> Option<u64> {
+/// Digests of the config file and of each secret file it names, with its key.
+#[derive(PartialEq)]
+struct Sources {
+    config: Option<u64>,
+    secrets: Vec<(&'static str, PathBuf, Option<u64>)>,
+}
+
+impl Sources {
+    fn read(config_path: &Path, hasher: &impl BuildHasher) -> Sources {
+        Sources {
+            config: digest(config_path, hasher),
+            secrets: config::secret_files(config_path)
+                .into_iter()
+                .map(|(key, path)| {
+                    let d = digest(&path, hasher);
+                    (key, path, d)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A keyed digest of the file's bytes (`None` when unreadable).
+fn digest(path: &Path, hasher: &impl BuildHasher) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
+    let mut h = hasher.build_hasher();
+    h.write(&bytes);
     Some(h.finish())
 }
 

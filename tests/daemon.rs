@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use okta_pendo_sync::config::{self, Settings};
+use okta_pendo_sync::config::{self, OktaCredentials, Settings};
 use okta_pendo_sync::daemon::{Daemon, Job};
 use okta_pendo_sync::metrics::Metrics;
 use okta_pendo_sync::report::Trigger;
 use okta_pendo_sync::schedule::{Clock, TokioClock};
+use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,18 +23,24 @@ struct FakeJob {
     takes: Duration,
     last: Option<DateTime<Utc>>,
     runs: Mutex<Vec<(Trigger, DateTime<Utc>)>>,
+    /// The Okta token each run was given.
+    tokens: Mutex<Vec<String>>,
 }
 
 impl Job for FakeJob {
     fn run(
         self: Arc<Self>,
-        _: Arc<Settings>,
+        settings: Arc<Settings>,
         trigger: Trigger,
         _: CancellationToken,
     ) -> BoxFuture<'static, ()> {
         let this = self;
         Box::pin(async move {
             this.runs.lock().unwrap().push((trigger, this.clock.now()));
+            if let OktaCredentials::Ssws(token) = &settings.okta.credentials {
+                let token = token.expose_secret().to_owned();
+                this.tokens.lock().unwrap().push(token);
+            }
             tokio::time::sleep(this.takes).await;
         })
     }
@@ -77,6 +84,17 @@ impl Harness {
     fn start(now: &str, schedule: &str, takes: Duration, last: Option<&str>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), schedule);
+        Harness::start_with(dir, config, now, takes, last)
+    }
+
+    /// Like [`Harness::start`], with a config already written in `dir`.
+    fn start_with(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        now: &str,
+        takes: Duration,
+        last: Option<&str>,
+    ) -> Harness {
         let settings = config::load(&config).unwrap().settings;
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc(now)));
         let job = Arc::new(FakeJob {
@@ -84,6 +102,7 @@ impl Harness {
             takes,
             last: last.map(utc),
             runs: Mutex::new(Vec::new()),
+            tokens: Mutex::new(Vec::new()),
         });
         let metrics = Arc::new(Metrics::new());
         let (reload, rx) = mpsc::channel(4);
@@ -418,6 +437,98 @@ async fn an_edit_in_the_last_minute_before_a_fire_does_not_lose_it() {
         got,
         ["2026-11-28T11:00:00+00:00", "2026-11-28T12:00:00+00:00"]
     );
+    h.stop().await;
+}
+
+/// Log lines written while the returned guard lives on this thread (the paused runtime's).
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = Buffer(buffer.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotated_secret_file_is_picked_up_and_an_empty_one_kept_out() {
+    let (logs, _guard) = capture_logs();
+    let log_text = || String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("okta.token");
+    std::fs::write(&token, "first-secret-token\n").unwrap();
+    let config = write_config(dir.path(), "cron = \"0 */10 * * * *\"\ncatch_up = false");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "api_token = \"t\"",
+        &format!("api_token_file = \"{}\"", token.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let h = Harness::start_with(
+        dir,
+        config,
+        "2026-11-28T10:00:30Z",
+        Duration::from_secs(1),
+        None,
+    );
+    let tokens = || h.job.tokens.lock().unwrap().clone();
+    advance(Duration::from_secs(10 * 60)).await;
+    assert_eq!(tokens(), ["first-secret-token"]);
+
+    // Rotated: noticed within a minute, used by the next run.
+    std::fs::write(&token, "second-secret-token\n").unwrap();
+    advance(Duration::from_secs(60)).await;
+    assert!(
+        log_text().contains("configuration reloaded (the file of okta.api_token_file changed)"),
+        "{}",
+        log_text()
+    );
+    advance(Duration::from_secs(9 * 60)).await;
+    assert_eq!(tokens(), ["first-secret-token", "second-secret-token"]);
+
+    // Rotated to an empty file: an error, and the running token kept.
+    std::fs::write(&token, "").unwrap();
+    advance(Duration::from_secs(60)).await;
+    let logged = log_text();
+    assert!(
+        logged.contains("configuration not reloaded (the file of okta.api_token_file changed)")
+            && logged.contains("is empty"),
+        "{logged}"
+    );
+    advance(Duration::from_secs(9 * 60)).await;
+    assert_eq!(
+        tokens(),
+        [
+            "first-secret-token",
+            "second-secret-token",
+            "second-secret-token"
+        ]
+    );
+    // Logged once, not every minute while the file stays empty.
+    assert_eq!(
+        log_text().matches("configuration not reloaded").count(),
+        1,
+        "{}",
+        log_text()
+    );
+
+    // Filled again: picked up before the next run even without a minute to spare.
+    advance(Duration::from_secs(9 * 60)).await;
+    std::fs::write(&token, "third-secret-token").unwrap();
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(tokens().last().unwrap(), "third-secret-token");
+    assert!(!log_text().contains("secret-token"), "{}", log_text());
     h.stop().await;
 }
 
