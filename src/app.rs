@@ -300,15 +300,34 @@ async fn daemon(path: PathBuf, settings: Settings, signals: Option<Signals>) -> 
 }
 
 /// Creates (or truncates) a file readable by its owner only: dry-run output holds user data.
+/// An existing regular file ends owner-only whatever its mode was; a symbolic link at `path`
+/// is refused, not followed (it could send the data elsewhere).
 fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     }
-    options.open(path)
+    let file = options.open(path).map_err(|e| {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::io::Error::other(
+                "it is a symbolic link, which is not followed: remove it or choose another path",
+            )
+        } else {
+            e
+        }
+    })?;
+    // Only a regular file: `/dev/null` or a pipe is not ours to change.
+    #[cfg(unix)]
+    if file.metadata()?.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 /// The one info line per run that summarises its record.

@@ -195,6 +195,12 @@ impl State {
             source,
         })?;
         restrict_file(path);
+        // Companions left by an earlier process; new ones take the database file's mode.
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut companion = path.as_os_str().to_owned();
+            companion.push(suffix);
+            restrict_file(Path::new(&companion));
+        }
         let mut state = State {
             conn,
             path: path.to_owned(),
@@ -674,7 +680,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Makes the database file (and its WAL companions when present) owner-only.
+/// Makes a file owner-only (0600); a missing one is left alone.
 fn restrict_file(path: &Path) {
     #[cfg(unix)]
     {
