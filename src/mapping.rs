@@ -4,6 +4,9 @@
 //! field) or a reason it cannot be sent. Records are serialized straight into Pendo's wire
 //! format by [`Mapping::write_batch`], with field names taken from the mapping, never copied per
 //! user.
+//!
+//! A JSON number keeps the text Okta wrote it in (serde_json's `arbitrary_precision`): taken as
+//! text (a text field, a visitor ID) it is sent digit for digit, and a number is sent as written.
 
 use std::fmt;
 
@@ -271,8 +274,13 @@ fn text(value: &Value) -> Result<String, String> {
     }
 }
 
+/// A number as Okta wrote it (Pendo reads any JSON number), or a string read as one.
 fn number(value: &Value) -> Result<Number, String> {
     match value {
+        // Numbers keep their source text, which JSON allows beyond what a float can hold.
+        Value::Number(n) if n.as_f64().is_none() => {
+            Err(format!("{} is too large for a number", short(n.as_str())))
+        }
         Value::Number(n) => Ok(n.clone()),
         Value::String(s) => {
             let t = s.trim();
@@ -460,6 +468,50 @@ mod tests {
         assert!(c(json!("last tuesday"), Date).is_err());
         assert_eq!(coerce(None, Date), Ok(None));
         assert_eq!(coerce(Some(&Value::Null), Text), Ok(None));
+    }
+
+    #[test]
+    fn numbers_are_coerced_from_the_text_okta_wrote() {
+        use ValueType::*;
+        let n = |text: &str| Value::Number(text.parse().unwrap());
+        let c = |text: &str, t| coerce(Some(&n(text)), t);
+        // Text keeps every digit; a number is sent as written.
+        for lit in [
+            "1.50",
+            "1e+3",
+            "12345678901234567890123",
+            "-0",
+            "4.544825338742835e-116",
+        ] {
+            assert_eq!(c(lit, Text), Ok(Some(json!(lit))));
+            assert_eq!(c(lit, Number), Ok(Some(n(lit))));
+        }
+        assert_eq!(
+            c("1e400", Number),
+            Err("1e+400 is too large for a number".into())
+        );
+        assert_eq!(c("1e400", Text), Ok(Some(json!("1e+400"))));
+        assert_eq!(c("1", Boolean), Ok(Some(json!(true))));
+        assert_eq!(c("0", Boolean), Ok(Some(json!(false))));
+        assert!(c("1.0", Boolean).is_err());
+        assert!(c("2", Boolean).is_err());
+        assert_eq!(c("86400000", Date), Ok(Some(json!(86_400_000))));
+        assert_eq!(c("-5", Date), Ok(Some(json!(-5))));
+        assert!(c("1e3", Date).is_err());
+        assert!(c("1.5", Date).is_err());
+        assert!(c("12345678901234567890123", Date).is_err());
+        // A string read as a number is written the shortest way, as before.
+        assert_eq!(coerce(Some(&json!("1.50")), Number), Ok(Some(json!(1.5))));
+        // The hash of a number is the hash of its text.
+        let m = mapping(&[("a", "x", Number)]);
+        let rec = Record {
+            visitor_id: "v".into(),
+            values: vec![Some(n("1.50"))],
+        };
+        assert_eq!(
+            m.values_hash(&rec),
+            xxhash_rust::xxh3::xxh3_64(br#"{"a":1.50}"#)
+        );
     }
 
     #[test]

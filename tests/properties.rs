@@ -1,6 +1,12 @@
 //! Property tests for the parsers that meet outside input: the `Link` header, attribute paths,
 //! the mapping of arbitrary JSON users, and the rate-limit headers. None may panic, whatever
 //! arrives; each must give the answer its definition says.
+//!
+//! Every property is an invariant, and the cases are drawn from a fixed seed so that CI runs
+//! the same cases every time. To explore other cases locally, pick the seed and the count:
+//! `PROPTEST_RNG_SEED=$RANDOM PROPTEST_CASES=20000 cargo test --test properties`. A failure
+//! found that way is saved to `proptest-regressions/properties.txt`; commit it with the fix,
+//! and every later run tries it first.
 
 use std::time::Duration;
 
@@ -11,6 +17,7 @@ use okta_pendo_sync::okta::client::rate_limit_wait;
 use okta_pendo_sync::okta::link::next_link;
 use okta_pendo_sync::okta::pacer::Budget;
 use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, RngSeed};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 
@@ -21,6 +28,16 @@ fn json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<f64>()
             .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        // Numbers as Okta may write them, some beyond what an f64 or a u64 holds exactly.
+        prop_oneof![
+            Just("1.50"),
+            Just("1e3"),
+            Just("1.0E10"),
+            Just("12345678901234567890123"),
+            Just("-0"),
+            Just("1e400"),
+        ]
+        .prop_map(|s| Value::Number(s.parse().unwrap())),
         ".{0,12}".prop_map(Value::String),
         prop_oneof![
             Just("2024-03-01T12:00:00.000Z"),
@@ -40,13 +57,37 @@ fn json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The cases CI runs: 512 per property from a fixed seed, unless `PROPTEST_CASES` or
+/// `PROPTEST_RNG_SEED` say otherwise.
+fn config() -> ProptestConfig {
+    // The default reads the `PROPTEST_*` environment variables.
+    let from_env = ProptestConfig::default();
+    let set = |var: &str| std::env::var_os(var).is_some();
+    ProptestConfig {
+        cases: if set("PROPTEST_CASES") {
+            from_env.cases
+        } else {
+            512
+        },
+        rng_seed: if set("PROPTEST_RNG_SEED") {
+            from_env.rng_seed
+        } else {
+            RngSeed::Fixed(0x6f6b_7461_7065_6e64)
+        },
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/properties.txt",
+        ))),
+        ..from_env
+    }
+}
+
 /// A URL-ish target without the characters that delimit a link.
 fn target() -> impl Strategy<Value = String> {
     "https://[a-z]{1,8}\\.example/[a-z0-9/?=&,;.%-]{0,30}"
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(config())]
 
     #[test]
     fn link_parser_never_panics(values in prop::collection::vec(".{0,80}", 0..4)) {
@@ -157,6 +198,13 @@ proptest! {
         let page = serde_json::to_vec(&vec![user.clone()]).unwrap();
         let projected = projection.parse_page(&page).unwrap();
         prop_assert_eq!(projected.len(), 1);
+        // What the paths reach is read alike, and so is a value found where a path expected
+        // an object.
+        for path in mapping.fields().iter().map(|f| &f.path).chain(std::iter::once(&key)) {
+            prop_assert_eq!(path.lookup(&projected[0]), path.lookup(&user));
+        }
+        let not_object = |u: &Value| u.get("b").filter(|b| !b.is_object()).cloned();
+        prop_assert_eq!(not_object(&projected[0]), not_object(&user));
         let on_null = if on_null { OnNull::Clear } else { OnNull::Skip };
         prop_assert_eq!(
             mapping.map_user(&projected[0], &key, on_null),

@@ -1,13 +1,16 @@
 //! Reading only what a run needs from each Okta user: a page is parsed into users that keep
 //! just the attributes on the mapped paths (plus `id` and `status`), skipping the rest without
 //! building it. A full user object is about 1 KB; a run reads a handful of its fields.
+//!
+//! Numbers keep the text Okta wrote (serde_json's `arbitrary_precision`), so a value read here
+//! is the same, digit for digit, as one read by a full parse.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserializer;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::mapping::AttributePath;
@@ -81,6 +84,12 @@ impl<'de> DeserializeSeed<'de> for &Projection {
     }
 }
 
+/// The key under which serde_json's deserializer, built with `arbitrary_precision`, hands a
+/// number to `visit_map`: a one-entry map from this key to the number's text. serde_json's own
+/// `Value` reads it the same way (and so also takes an object whose first key is this for a
+/// number); the unit tests below fail if serde_json ever changes it.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 /// Builds a value, keeping only the projected keys of objects.
 struct Projector<'p>(&'p Projection);
 
@@ -118,7 +127,16 @@ impl<'de> Visitor<'de> for Projector<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
+        let mut first = true;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if first && key == NUMBER_TOKEN {
+                let text: Cow<'de, str> = map.next_value::<Key<'de>>()?.0;
+                return text
+                    .parse::<Number>()
+                    .map(Value::Number)
+                    .map_err(A::Error::custom);
+            }
+            first = false;
             match self.0.children.get(key.as_ref()) {
                 Some(child) => {
                     let value = map.next_value_seed(child)?;
@@ -212,6 +230,74 @@ mod tests {
             users,
             vec![json!({"pro\u{e9}file":{"x":[1,{"y":2}]},"a":{"b":{"c":true}}})]
         );
+    }
+
+    /// Numbers as Okta may write them (some beyond what an `f64` or a `u64` holds exactly), and
+    /// the text they are read as: every digit kept; only an exponent is written the one way
+    /// serde_json writes it (`e`, with its sign).
+    const LITERALS: [(&str, &str); 14] = [
+        ("1.50", "1.50"),
+        ("1e3", "1e+3"),
+        ("1E-3", "1e-3"),
+        ("1.0E10", "1.0e+10"),
+        ("12345678901234567890123", "12345678901234567890123"),
+        ("-0", "-0"),
+        ("-0.0", "-0.0"),
+        ("4.544825338742835e-116", "4.544825338742835e-116"),
+        ("0.1", "0.1"),
+        ("18446744073709551616", "18446744073709551616"),
+        ("-9223372036854775809", "-9223372036854775809"),
+        ("1e400", "1e+400"),
+        ("7", "7"),
+        ("-12", "-12"),
+    ];
+
+    #[test]
+    fn numbers_keep_the_text_okta_wrote_on_every_path() {
+        // `deep.x` expects an object at `deep` and finds a number: the projector itself reads it.
+        let proj = Projection::of(&paths(&["n", "profile.t", "deep.x"]));
+        for (lit, read) in LITERALS {
+            let body = format!(
+                r#"[{{"n":{lit},"profile":{{"t":[{lit}],"skip":{lit}}},"deep":{lit},"z":{lit}}}]"#
+            );
+            let full: Vec<Value> = serde_json::from_str(&body).unwrap();
+            let projected = proj.parse_page(body.as_bytes()).unwrap();
+            let whole = Projection::everything()
+                .parse_page(body.as_bytes())
+                .unwrap();
+            assert_eq!(whole, full, "{lit}");
+            let expected = format!(r#"[{{"deep":{read},"n":{read},"profile":{{"t":[{read}]}}}}]"#);
+            assert_eq!(serde_json::to_string(&projected).unwrap(), expected);
+            assert_eq!(projected[0]["deep"], full[0]["deep"], "{lit}");
+        }
+    }
+
+    #[test]
+    fn a_number_taken_as_text_is_sent_as_written_whichever_parser_read_it() {
+        use crate::mapping::{FieldMapping, Mapping, OnNull, ValueType};
+        let key = AttributePath::parse("profile.employeeNumber").unwrap();
+        let mapping = Mapping::new(vec![FieldMapping {
+            field: "code".into(),
+            path: AttributePath::parse("profile.code").unwrap(),
+            ty: ValueType::Text,
+        }]);
+        let proj = Projection::of(mapping.fields().iter().map(|f| &f.path).chain([&key]));
+        for (lit, read) in LITERALS {
+            let body = format!(r#"[{{"profile":{{"employeeNumber":{lit},"code":{lit}}}}}]"#);
+            let full: Vec<Value> = serde_json::from_str(&body).unwrap();
+            let projected = proj.parse_page(body.as_bytes()).unwrap();
+            for user in [&full[0], &projected[0]] {
+                let record = mapping.map_user(user, &key, OnNull::Skip).unwrap();
+                assert_eq!(record.visitor_id, read);
+                assert_eq!(record.values, vec![Some(Value::String(read.to_owned()))]);
+                let mut out = Vec::new();
+                mapping.write_batch(&[record], &mut out).unwrap();
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    format!(r#"[{{"visitorId":"{read}","values":{{"code":"{read}"}}}}]"#)
+                );
+            }
+        }
     }
 
     #[test]
