@@ -3,14 +3,20 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Parts, Setup, last_run, stderr, stdout};
+use okta_pendo_sync::metrics::Metrics;
+use okta_pendo_testkit::oauth::TokenFault;
 use okta_pendo_testkit::{
     FakeOkta, FakePendo, OAuthOptions, OktaOptions, PendoOptions, UserSource, keys,
 };
 
 const CLIENT_ID: &str = "0oa-test-client";
+
+/// Quick retries, so fault tests stay fast.
+const FAST_RETRY: &str = "[retry]\nmax_attempts = 3\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"";
 
 fn okta_opts(users: usize, oauth: OAuthOptions) -> OktaOptions {
     OktaOptions {
@@ -23,6 +29,11 @@ fn okta_opts(users: usize, oauth: OAuthOptions) -> OktaOptions {
 
 /// A setup whose `[okta.oauth]` uses the private key `pem` (written next to the config).
 fn setup(okta: &FakeOkta, pendo: &FakePendo, pem: &str, more: &str) -> Setup {
+    setup_with(okta, pendo, pem, more, "")
+}
+
+/// [`setup`], with `extra` sections (such as `[retry]`) at the end of the config.
+fn setup_with(okta: &FakeOkta, pendo: &FakePendo, pem: &str, more: &str, extra: &str) -> Setup {
     let key = std::env::temp_dir().join(format!("okta-pendo-sync-test-{}.pem", fastrand::u64(..)));
     let oauth = format!(
         "client_id = \"{CLIENT_ID}\"\nprivate_key_file = \"{}\"\nkey_id = \"test-kid\"\n{more}",
@@ -33,6 +44,7 @@ fn setup(okta: &FakeOkta, pendo: &FakePendo, pem: &str, more: &str) -> Setup {
         pendo,
         Parts {
             oauth: &oauth,
+            extra,
             ..Parts::default()
         },
     );
@@ -221,6 +233,13 @@ async fn each_refusal_is_explained_with_what_to_change() {
         let setup = setup(&okta, &pendo, case.key, case.more);
         let out = setup.run(&["sync"]).await;
         assert_eq!(out.status.code(), Some(1));
+        // A refusal is final: it is not asked again.
+        let tokens = okta.token_requests();
+        let refused: Vec<_> = tokens
+            .iter()
+            .filter(|t| t.status != 200 && !t.error.as_deref().unwrap_or("").contains("dpop"))
+            .collect();
+        assert!(refused.len() <= 1, "{tokens:?}");
         let run = last_run(&setup).await;
         let msg = run["message"].as_str().unwrap();
         for w in case.words {
@@ -376,4 +395,166 @@ async fn neither_the_key_nor_the_token_reaches_any_output_at_trace_level() {
         assert!(!text.contains(&token), "the access token is in {place}");
         assert!(!text.contains(key_line), "the private key is in {place}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_token_request_is_retried_like_any_other() {
+    let faults = [
+        TokenFault::Status {
+            request: 0,
+            status: 503,
+        },
+        TokenFault::RateLimited {
+            request: 0,
+            reset_after_secs: 1,
+        },
+        TokenFault::NotATokenResponse { request: 0 },
+        TokenFault::CutMidBody { request: 0 },
+    ];
+    for fault in faults {
+        let okta = FakeOkta::start(okta_opts(
+            250,
+            OAuthOptions {
+                token_faults: vec![fault.clone()],
+                ..OAuthOptions::default()
+            },
+        ))
+        .await;
+        let pendo = FakePendo::start(PendoOptions::default()).await;
+        let setup = setup_with(&okta, &pendo, keys::RSA_PRIVATE_PEM, "", FAST_RETRY);
+        let out = setup.run(&["sync"]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{fault:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_eq!(pendo.records_received(), 250, "{fault:?}");
+        assert!(stdout(&out).contains("retrying"), "{fault:?}");
+        if let TokenFault::RateLimited { .. } = fault {
+            // Until the reset, counted from the response's Date, plus a second.
+            assert!(
+                stdout(&out).contains(r#""wait_ms":2000"#),
+                "{}",
+                stdout(&out)
+            );
+        }
+        let tokens = okta.token_requests();
+        // The fault, then the DPoP exchange of a first token as usual.
+        assert_eq!(tokens[0].error.as_deref(), Some("fault"), "{tokens:?}");
+        assert_eq!(tokens.len(), 4, "{fault:?}: {tokens:?}");
+        assert_eq!(tokens[3].status, 200, "{fault:?}: {tokens:?}");
+        assert_eq!(last_run(&setup).await["status"], "succeeded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_meets_a_503_mid_run_still_succeeds() {
+    // Token requests 0-2 are the first token's DPoP exchange; 3 is the renewal.
+    let okta = FakeOkta::start(OktaOptions {
+        page_delay: Duration::from_millis(150),
+        ..okta_opts(
+            1_000,
+            OAuthOptions {
+                token_faults: vec![TokenFault::Status {
+                    request: 3,
+                    status: 503,
+                }],
+                ..OAuthOptions::default()
+            },
+        )
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup_with(&okta, &pendo, keys::RSA_PRIVATE_PEM, "", FAST_RETRY);
+    let child = setup.spawn("sync");
+    for _ in 0..200 {
+        if okta.requests().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    okta.expire_tokens();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(pendo.records_received(), 1_000);
+    let tokens = okta.token_requests();
+    assert_eq!(tokens[3].status, 503, "{tokens:?}");
+    let issued = tokens.iter().filter(|t| t.status == 200).count();
+    assert_eq!(
+        issued, 2,
+        "one token, then one more after the 503: {tokens:?}"
+    );
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["okta_users_read"], 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_keeps_failing_ends_the_run_after_max_attempts() {
+    let okta = FakeOkta::start(okta_opts(
+        20,
+        OAuthOptions {
+            token_faults: (0..20)
+                .map(|request| TokenFault::Status {
+                    request,
+                    status: 503,
+                })
+                .collect(),
+            ..OAuthOptions::default()
+        },
+    ))
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup_with(&okta, &pendo, keys::RSA_PRIVATE_PEM, "", FAST_RETRY);
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    // max_attempts = 3, and nothing else was asked.
+    assert_eq!(okta.token_requests().len(), 3);
+    assert!(okta.requests().is_empty());
+    assert_eq!(pendo.post_count(), 0);
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "failed");
+    let msg = run["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cannot get an Okta access token") && msg.contains("HTTP 503"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_retries_are_counted_in_the_retry_metric() {
+    let okta = FakeOkta::start(okta_opts(
+        5,
+        OAuthOptions {
+            token_faults: vec![
+                TokenFault::Status {
+                    request: 0,
+                    status: 502,
+                },
+                TokenFault::CutMidBody { request: 1 },
+            ],
+            ..OAuthOptions::default()
+        },
+    ))
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup_with(&okta, &pendo, keys::RSA_PRIVATE_PEM, "", FAST_RETRY);
+    let settings = okta_pendo_sync::config::load(&setup.config)
+        .unwrap()
+        .settings;
+    let metrics = Arc::new(Metrics::new());
+    let clients = okta_pendo_sync::app::clients(&settings, metrics.clone()).unwrap();
+    clients.okta.probe().await.unwrap();
+    let text = metrics.render();
+    assert!(
+        text.contains("okta_pendo_sync_retries_total{service=\"okta\"} 2"),
+        "{text}"
+    );
+    // Token requests are Okta requests: the 502 is counted with the rest.
+    assert!(
+        text.contains("okta_pendo_sync_requests_total{service=\"okta\",status=\"502\"} 1"),
+        "{text}"
+    );
 }

@@ -10,8 +10,13 @@
 //! every API request carries a fresh proof with `htm`, `htu` (no query), `iat`, `jti` and
 //! `ath`. `use_dpop_nonce` challenges, from the token endpoint or the API, are answered with
 //! the server's nonce. Apps that do not require DPoP get plain Bearer tokens.
+//!
+//! The token request is retried like every other request, with the same `[retry]` policy:
+//! network errors, 5xx and a 200 that is not a token response after a back-off, a 429 after
+//! its `X-Rate-Limit-Reset` (or `Retry-After`). A refusal (`invalid_client`, `invalid_scope`,
+//! ...) is final and says what to change.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest;
@@ -29,14 +34,20 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use url::Url;
 
-use super::client::OktaError;
+use super::client::{OktaError, rate_limit_wait};
 use crate::config::OAuthSettings;
 use crate::http;
+use crate::metrics::{Metrics, Service};
+use crate::retry::{Attempt, RetryPolicy, with_retry};
 
 /// A token is renewed this long before it expires.
 const RENEW_EARLY: Duration = Duration::from_secs(60);
 /// The lifetime of a client assertion.
 const ASSERTION_LIFETIME: u64 = 300;
+/// Token requests one attempt may make while Okta asks for DPoP or a new nonce.
+const DPOP_EXCHANGES: usize = 4;
+/// The largest token response read.
+const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// The headers that authenticate one API request.
 pub struct Credentials {
@@ -150,6 +161,8 @@ pub struct OAuth {
     dpop: DpopKey,
     token: tokio::sync::Mutex<Option<Cached>>,
     nonces: Mutex<Nonces>,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 /// The per-process DPoP key pair (P-256).
@@ -266,7 +279,15 @@ pub fn parse_private_key(pem: &str) -> Result<(EncodingKey, Algorithm), String> 
 }
 
 impl OAuth {
-    pub fn new(http: reqwest::Client, org: &Url, settings: &OAuthSettings) -> Result<Self, String> {
+    /// The client of one service app; its token requests are retried under `retry` and counted
+    /// in `metrics` as Okta requests.
+    pub fn new(
+        http: reqwest::Client,
+        org: &Url,
+        settings: &OAuthSettings,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let (key, alg) = parse_private_key(settings.private_key.expose_secret())?;
         let token_url = org
             .join("oauth2/v1/token")
@@ -282,6 +303,8 @@ impl OAuth {
             dpop: DpopKey::generate()?,
             token: tokio::sync::Mutex::new(None),
             nonces: Mutex::new(Nonces::default()),
+            retry,
+            metrics,
         })
     }
 
@@ -377,16 +400,40 @@ impl OAuth {
         Ok(out)
     }
 
-    /// Asks the token endpoint, learning that the app requires DPoP and answering a
-    /// `use_dpop_nonce` challenge on the way.
+    /// Asks the token endpoint until it issues a token, retrying what is transient.
     async fn fetch_token(&self) -> Result<Cached, OktaError> {
+        with_retry(
+            &self.retry,
+            "okta token",
+            || self.metrics.retry(Service::Okta),
+            || self.try_token(),
+        )
+        .await
+    }
+
+    /// One attempt at a token: a request, and more while Okta says that the app requires
+    /// DPoP or asks for a new nonce.
+    async fn try_token(&self) -> Attempt<Cached, OktaError> {
         let scope = self.scopes.join(" ");
-        for _ in 0..4 {
+        let network = |detail: String| {
+            let error = OktaError::Network {
+                org: self.token_url.origin().ascii_serialization(),
+                detail,
+            };
+            Attempt::Retry {
+                reason: format!("token request: {error}"),
+                error,
+            }
+        };
+        for _ in 0..DPOP_EXCHANGES {
             let (nonce, with_proof) = {
                 let n = self.lock_nonces();
                 (n.token.clone(), n.dpop_required)
             };
-            let assertion = self.assertion()?;
+            let assertion = match self.assertion() {
+                Ok(a) => a,
+                Err(e) => return Attempt::Done(Err(e)),
+            };
             let form = [
                 ("grant_type", "client_credentials"),
                 ("scope", scope.as_str()),
@@ -402,45 +449,39 @@ impl OAuth {
                 .header(reqwest::header::ACCEPT, "application/json")
                 .form(&form);
             if with_proof {
-                let proof = self.proof("POST", &self.token_url, nonce.as_deref(), None)?;
-                request = request.header("DPoP", proof);
+                match self.proof("POST", &self.token_url, nonce.as_deref(), None) {
+                    Ok(proof) => request = request.header("DPoP", proof),
+                    Err(e) => return Attempt::Done(Err(e)),
+                }
             }
-            let response = request.send().await.map_err(|e| OktaError::Network {
-                org: self.token_url.origin().ascii_serialization(),
-                detail: http::describe(&e),
-            })?;
-            let status = response.status().as_u16();
-            let new_nonce = response
-                .headers()
+            let sent = request.send().await;
+            self.metrics.request(
+                Service::Okta,
+                sent.as_ref().ok().map(|r| r.status().as_u16()),
+            );
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) => return network(http::describe(&e)),
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let new_nonce = headers
                 .get("dpop-nonce")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body =
-                http::read_body(response, 1024 * 1024)
-                    .await
-                    .map_err(|e| OktaError::Network {
-                        org: self.token_url.origin().ascii_serialization(),
-                        detail: e.to_string(),
-                    })?;
-            if status == 200 {
-                let t: TokenResponse =
-                    serde_json::from_slice(&body).map_err(|e| OktaError::Malformed {
-                        path: self.token_url.path().to_owned(),
-                        detail: format!("not a token response: {e}"),
-                    })?;
-                let dpop = t.token_type.eq_ignore_ascii_case("DPoP");
-                self.lock_nonces().bound = Some(dpop);
-                let lifetime = Duration::from_secs(t.expires_in);
-                tracing::debug!(
-                    token_type = %t.token_type,
-                    expires_in = t.expires_in,
-                    "obtained an Okta access token"
-                );
-                return Ok(Cached {
-                    token: SecretString::from(t.access_token),
-                    dpop,
-                    renew_at: Instant::now() + lifetime.saturating_sub(RENEW_EARLY),
-                });
+            let body = match http::read_body(response, MAX_TOKEN_RESPONSE_BYTES).await {
+                Ok(b) => b,
+                Err(e) => return network(e.to_string()),
+            };
+            if status == reqwest::StatusCode::OK {
+                // A 200 that is not a token response may be a proxy's glitch: ask again.
+                return match self.token_response(&body) {
+                    Ok(cached) => Attempt::Done(Ok(cached)),
+                    Err(error) => Attempt::Retry {
+                        reason: error.to_string(),
+                        error,
+                    },
+                };
             }
             let err: OAuthErrorBody = serde_json::from_slice(&body).unwrap_or_default();
             match err.error.as_str() {
@@ -455,11 +496,67 @@ impl OAuth {
                     self.lock_nonces().token = new_nonce;
                     continue;
                 }
-                _ => return Err(token_error(status, &err, &self.scopes, &body)),
+                _ => {}
             }
+            let error = token_error(status.as_u16(), &err, &self.scopes, &body);
+            let retry_after = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::pendo::retry_after);
+            return if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                // Okta's rate-limit headers, as for the API; else Retry-After.
+                let wait = match retry_after {
+                    Some(wait) if !headers.contains_key("x-rate-limit-reset") => wait,
+                    _ => rate_limit_wait(&headers),
+                };
+                Attempt::Wait {
+                    reason: "Okta rate limit reached at the token endpoint (429); waiting for its \
+                             reset"
+                        .into(),
+                    error,
+                    wait,
+                    counts: false,
+                }
+            } else if status.is_server_error() {
+                match retry_after {
+                    Some(wait) => Attempt::Wait {
+                        reason: format!("{error} (Retry-After {} s)", wait.as_secs()),
+                        error,
+                        wait: wait.max(Duration::from_secs(1)),
+                        counts: true,
+                    },
+                    None => Attempt::Retry {
+                        reason: error.to_string(),
+                        error,
+                    },
+                }
+            } else {
+                Attempt::Done(Err(error))
+            };
         }
-        Err(OktaError::OAuth {
+        Attempt::Done(Err(OktaError::OAuth {
             what: "Okta kept asking for another DPoP proof at the token endpoint".into(),
+        }))
+    }
+
+    /// Reads a 200 of the token endpoint.
+    fn token_response(&self, body: &[u8]) -> Result<Cached, OktaError> {
+        let t: TokenResponse = serde_json::from_slice(body).map_err(|e| OktaError::Malformed {
+            path: self.token_url.path().to_owned(),
+            detail: format!("not a token response: {e}"),
+        })?;
+        let dpop = t.token_type.eq_ignore_ascii_case("DPoP");
+        self.lock_nonces().bound = Some(dpop);
+        let lifetime = Duration::from_secs(t.expires_in);
+        tracing::debug!(
+            token_type = %t.token_type,
+            expires_in = t.expires_in,
+            "obtained an Okta access token"
+        );
+        Ok(Cached {
+            token: SecretString::from(t.access_token),
+            dpop,
+            renew_at: Instant::now() + lifetime.saturating_sub(RENEW_EARLY),
         })
     }
 

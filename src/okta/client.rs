@@ -138,9 +138,13 @@ impl OktaClient {
     ) -> Result<Self, String> {
         let auth = match &settings.credentials {
             OktaCredentials::Ssws(token) => Auth::Ssws(token.clone()),
-            OktaCredentials::OAuth(o) => {
-                Auth::OAuth(Box::new(OAuth::new(http.clone(), &settings.org_url, o)?))
-            }
+            OktaCredentials::OAuth(o) => Auth::OAuth(Box::new(OAuth::new(
+                http.clone(),
+                &settings.org_url,
+                o,
+                retry,
+                metrics.clone(),
+            )?)),
         };
         Ok(OktaClient {
             http,

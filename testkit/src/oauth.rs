@@ -16,6 +16,8 @@
 //! assertion); a DPoP proof's `jti` is used up when the proof is accepted (at the token
 //! endpoint: when a token is issued; at the API: when the proof passed every check, the
 //! nonce included).
+//!
+//! Faults ([`TokenFault`]) are injected into token requests by number, before any check.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -70,6 +72,136 @@ pub struct OAuthOptions {
     /// Whether the app has an admin role; default true. When false, API requests that pass
     /// every token check answer 403 E0000006.
     pub admin_role: bool,
+    /// Faults to inject into token requests, by their number; default none.
+    pub token_faults: Vec<TokenFault>,
+}
+
+/// A fault injected into one token request. `request` is 0-based and counts the requests the
+/// token endpoint receives (see [`FakeOkta::token_requests`](crate::FakeOkta::token_requests)).
+/// A faulted request is answered before any check: it uses up no assertion, proof or nonce,
+/// and is recorded with the status answered and `error` `Some("fault")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFault {
+    /// The n-th token request answers `status` with an Okta error body (`errorCode`
+    /// E0000009 for a 5xx).
+    Status {
+        /// 0-based token request number.
+        request: usize,
+        /// HTTP status to answer (an invalid code becomes 500).
+        status: u16,
+    },
+    /// The n-th token request answers 429 with errorCode E0000047, `x-rate-limit-limit`,
+    /// `x-rate-limit-remaining: 0` and `x-rate-limit-reset` = now + `reset_after_secs` as UTC
+    /// epoch seconds, with a matching `date`.
+    RateLimited {
+        /// 0-based token request number.
+        request: usize,
+        /// Seconds from the response's `date` to `x-rate-limit-reset`.
+        reset_after_secs: u64,
+    },
+    /// The n-th token request answers 200 with a body that is not a token response (an HTML
+    /// page, as a proxy might send).
+    NotATokenResponse {
+        /// 0-based token request number.
+        request: usize,
+    },
+    /// The n-th token request answers 200 with a `content-length` for a whole token response,
+    /// sends half of it, then aborts the connection. Recorded with status 200.
+    CutMidBody {
+        /// 0-based token request number.
+        request: usize,
+    },
+}
+
+impl TokenFault {
+    fn request(&self) -> usize {
+        match self {
+            TokenFault::Status { request, .. }
+            | TokenFault::RateLimited { request, .. }
+            | TokenFault::NotATokenResponse { request }
+            | TokenFault::CutMidBody { request } => *request,
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            TokenFault::Status { status, .. } => *status,
+            TokenFault::RateLimited { .. } => 429,
+            TokenFault::NotATokenResponse { .. } | TokenFault::CutMidBody { .. } => 200,
+        }
+    }
+}
+
+/// What the `n`-th token request answers under `fault`.
+fn fault_response(fault: &TokenFault, n: usize, now: SystemTime) -> Response {
+    let okta_error = |code: &str, summary: &str| {
+        json!({
+            "errorCode": code,
+            "errorSummary": summary,
+            "errorLink": code,
+            "errorId": format!("oaetokenfault{n}"),
+            "errorCauses": [],
+        })
+        .to_string()
+    };
+    let status = fault.status();
+    let (content_type, payload) = match fault {
+        TokenFault::Status { .. } if status >= 500 => (
+            "application/json",
+            okta_error("E0000009", "Service Unavailable"),
+        ),
+        TokenFault::Status { .. } => (
+            "application/json",
+            okta_error("E0000001", "Api validation failed"),
+        ),
+        TokenFault::RateLimited { .. } => (
+            "application/json",
+            okta_error(
+                "E0000047",
+                "API call exceeded rate limit due to too many requests.",
+            ),
+        ),
+        TokenFault::NotATokenResponse { .. } => (
+            "text/html",
+            "<html><body>Service temporarily unavailable</body></html>".to_owned(),
+        ),
+        TokenFault::CutMidBody { .. } => (
+            "application/json",
+            json!({
+                "token_type": "DPoP",
+                "expires_in": 3600,
+                "access_token": "cut-before-it-arrived",
+                "scope": "okta.users.read",
+            })
+            .to_string(),
+        ),
+    };
+    let mut resp = match fault {
+        TokenFault::CutMidBody { .. } => {
+            let len = payload.len();
+            let mut r = Response::new(Body::new(crate::stream::CutBody::new(payload.into_bytes())));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            r
+        }
+        _ => Response::new(Body::from(payload)),
+    };
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        h.insert(header::DATE, v);
+    }
+    if let TokenFault::RateLimited {
+        reset_after_secs, ..
+    } = fault
+    {
+        let reset = epoch_secs(now).max(0) as u64 + reset_after_secs;
+        h.insert("x-rate-limit-limit", HeaderValue::from(600u32));
+        h.insert("x-rate-limit-remaining", HeaderValue::from(0u32));
+        h.insert("x-rate-limit-reset", HeaderValue::from(reset));
+    }
+    resp
 }
 
 impl Default for OAuthOptions {
@@ -83,6 +215,7 @@ impl Default for OAuthOptions {
             granted_scopes: vec!["okta.users.read".to_owned(), "okta.groups.read".to_owned()],
             token_lifetime: Duration::from_secs(3600),
             admin_role: true,
+            token_faults: Vec::new(),
         }
     }
 }
@@ -92,10 +225,10 @@ impl Default for OAuthOptions {
 pub struct TokenRequest {
     /// When it arrived.
     pub at: SystemTime,
-    /// Status answered (200, 400, 401 or 405).
+    /// Status answered (200, 400, 401 or 405; any with a [`TokenFault`]).
     pub status: u16,
-    /// The OAuth `error` code answered (`invalid_client`, `use_dpop_nonce`, ...); `None` on
-    /// success.
+    /// The OAuth `error` code answered (`invalid_client`, `use_dpop_nonce`, ...), or
+    /// `"fault"` for a [`TokenFault`]; `None` on success.
     pub error: Option<String>,
     /// Whether a `DPoP` header was present.
     pub dpop: bool,
@@ -275,6 +408,21 @@ impl OAuthState {
         let proof_nonce = proof
             .and_then(jwt_parts)
             .and_then(|(_, c)| c.get("nonce").and_then(Value::as_str).map(str::to_owned));
+        {
+            let mut inner = self.lock();
+            let n = inner.token_requests.len();
+            if let Some(fault) = self.opts.token_faults.iter().find(|f| f.request() == n) {
+                inner.token_requests.push(TokenRequest {
+                    at: now,
+                    status: fault.status(),
+                    error: Some("fault".to_owned()),
+                    dpop: !proofs.is_empty(),
+                    nonce: proof_nonce,
+                    scopes,
+                });
+                return fault_response(fault, n, now);
+            }
+        }
 
         let mut nonce_header = None;
         let outcome = self.issue(
