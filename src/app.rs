@@ -467,6 +467,17 @@ async fn check(path: &Path, settings: &Settings, offline: bool) -> i32 {
         Ok(()) => Line::ok("okta", format!("{okta_host}: {auth}: users can be read")),
         Err(e) => Line::fail("okta", format!("{okta_host}: {auth}: {e}")),
     });
+    // A run with group_ids reads each group's members: probe each as the run will.
+    if let crate::config::UserScope::Groups(ids) = &settings.okta.scope {
+        let scopes = match &settings.okta.credentials {
+            crate::config::OktaCredentials::OAuth(o) => Some(o.scopes.as_slice()),
+            crate::config::OktaCredentials::Ssws(_) => None,
+        };
+        for id in ids {
+            let probe = clients.okta.probe_group(id).await;
+            lines.push(crate::check::group(id, probe, scopes));
+        }
+    }
     match pendo {
         Ok(schema) => {
             lines.push(Line::ok(

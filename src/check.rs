@@ -1,5 +1,6 @@
-//! `check`: the config (offline), then the Okta credentials, the Pendo key, and every mapped
-//! field against Pendo's visitor schema, printed as a short table with a verdict.
+//! `check`: the config (offline), then the Okta credentials, each group the run reads, the
+//! Pendo key, and every mapped field against Pendo's visitor schema, printed as a short table
+//! with a verdict.
 
 use std::fmt::Write as _;
 
@@ -7,6 +8,7 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::mapping::{Mapping, ValueType};
+use crate::okta::client::OktaError;
 use crate::report::{RunRecord, Status};
 
 /// One line of the report.
@@ -125,6 +127,43 @@ pub fn runs(settings: &Settings, last: Option<&RunRecord>) -> Vec<Line> {
     lines
 }
 
+/// The scope Okta wants for `GET /api/v1/groups/{id}/users`, besides `okta.users.read`.
+const GROUPS_SCOPE: &str = "okta.groups.read";
+
+/// The line for one group of `okta.group_ids`, from probing its members. `oauth_scopes` are
+/// the scopes asked for with OAuth, `None` with an SSWS token.
+pub fn group(id: &str, probe: Result<(), OktaError>, oauth_scopes: Option<&[String]>) -> Line {
+    let what = format!("group {id}");
+    let e = match probe {
+        Ok(()) => return Line::ok(what, "its members can be read"),
+        Err(e) => e,
+    };
+    let detail = match (&e, oauth_scopes) {
+        (OktaError::Status { status: 404, .. }, _) => {
+            "Okta has no group with this ID (HTTP 404): correct it in okta.group_ids (a group's \
+             ID is the last part of its URL under Directory > Groups)"
+                .to_owned()
+        }
+        (OktaError::Forbidden { .. }, Some(scopes))
+            if !scopes.iter().any(|s| s == GROUPS_SCOPE) =>
+        {
+            format!(
+                "Okta refused to list its members (HTTP 403): the access token lacks the \
+                 {GROUPS_SCOPE} scope, as okta.oauth.scopes does not ask for it; add \
+                 \"{GROUPS_SCOPE}\" to okta.oauth.scopes (or remove the setting) and grant it \
+                 to the app under Okta API Scopes"
+            )
+        }
+        (OktaError::Forbidden { .. }, Some(_)) => format!(
+            "Okta refused to list its members (HTTP 403): {GROUPS_SCOPE} is granted, so the \
+             app's admin role cannot read this group; assign it Read-only Administrator (or a \
+             role whose resources include this group) under its Admin roles tab"
+        ),
+        _ => e.to_string(),
+    };
+    Line::fail(what, detail)
+}
+
 /// The table and its verdict.
 pub fn render(lines: &[Line]) -> String {
     let width = lines.iter().map(|l| l.what.len()).max().unwrap_or(0);
@@ -156,6 +195,52 @@ mod tests {
     use super::*;
     use crate::mapping::{AttributePath, FieldMapping};
     use serde_json::json;
+
+    #[test]
+    fn groups_say_what_to_change() {
+        let scopes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let forbidden = |oauth| OktaError::Forbidden {
+            code: "E0000006".into(),
+            what: "groups and their members",
+            oauth,
+        };
+        let ok = group("00gA", Ok(()), None);
+        assert!(ok.ok && ok.what == "group 00gA", "{ok:?}");
+
+        let missing = group(
+            "00gB",
+            Err(OktaError::Status {
+                status: 404,
+                path: "/api/v1/groups/00gB/users".into(),
+                summary: "Not found".into(),
+            }),
+            None,
+        );
+        assert!(!missing.ok && missing.what == "group 00gB");
+        assert!(missing.detail.contains("HTTP 404") && missing.detail.contains("okta.group_ids"));
+
+        let users_only = scopes(&["okta.users.read"]);
+        let no_scope = group("00gC", Err(forbidden(true)), Some(&users_only));
+        assert!(!no_scope.ok);
+        assert!(
+            no_scope.detail.contains("lacks the okta.groups.read scope")
+                && no_scope.detail.contains("okta.oauth.scopes"),
+            "{no_scope:?}"
+        );
+
+        let both = scopes(&["okta.users.read", "okta.groups.read"]);
+        let no_role = group("00gD", Err(forbidden(true)), Some(&both));
+        assert!(
+            !no_role.ok && no_role.detail.contains("admin role"),
+            "{no_role:?}"
+        );
+
+        let ssws = group("00gE", Err(forbidden(false)), None);
+        assert!(
+            !ssws.ok && ssws.detail.contains("Read-only Administrator"),
+            "{ssws:?}"
+        );
+    }
 
     #[test]
     fn fields_against_the_schema() {

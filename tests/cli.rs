@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::{OKTA_TOKEN, PENDO_KEY, Parts, Setup, run_bin, stderr, stdout};
 use okta_pendo_sync::config::{self, UserScope};
-use okta_pendo_testkit::{FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource};
+use okta_pendo_testkit::{FakeOkta, FakePendo, OktaFault, OktaOptions, PendoOptions, UserSource};
 use serde_json::Value;
 
 fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -313,6 +313,50 @@ async fn check_reports_each_side() {
     );
     assert!(!text.contains(OKTA_TOKEN) && !text.contains(PENDO_KEY));
     assert!(!setup.state.exists(), "check records nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_each_group_the_run_reads() {
+    // Request 0 is the users probe; then one probe per group, in order.
+    let okta = FakeOkta::start(OktaOptions {
+        groups: vec![
+            ("00gA".into(), (0..3).collect()),
+            ("00gC".into(), (3..6).collect()),
+        ],
+        faults: vec![OktaFault::Status {
+            request: 3,
+            status: 403,
+        }],
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: r#"group_ids = ["00gA", "00gNope", "00gC"]"#,
+            ..Parts::default()
+        },
+    );
+    let out = setup.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(common::check_line(&text, "okta").unwrap().0, "{text}");
+    let line = |id: &str| common::check_line(&text, &format!("group {id}")).unwrap();
+    assert!(line("00gA").0, "{text}");
+    let (ok, detail) = line("00gNope");
+    assert!(
+        !ok && detail.contains("HTTP 404") && detail.contains("okta.group_ids"),
+        "{text}"
+    );
+    let (ok, detail) = line("00gC");
+    assert!(
+        !ok && detail.contains("HTTP 403") && detail.contains("Read-only Administrator"),
+        "{text}"
+    );
+    assert!(text.ends_with("verdict: 2 problems found\n"), "{text}");
+    assert!(!text.contains(OKTA_TOKEN));
 }
 
 #[tokio::test]

@@ -558,3 +558,102 @@ async fn token_retries_are_counted_in_the_retry_metric() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_each_group_and_names_the_missing_scope() {
+    let okta = FakeOkta::start(OktaOptions {
+        groups: vec![
+            ("00gA".into(), (0..3).collect()),
+            ("00gB".into(), (3..6).collect()),
+        ],
+        ..okta_opts(10, OAuthOptions::default())
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let check = |scopes: &'static str| {
+        let okta = &okta;
+        let pendo = &pendo;
+        async move {
+            let setup = setup_with(okta, pendo, keys::RSA_PRIVATE_PEM, scopes, "");
+            let text = std::fs::read_to_string(&setup.config).unwrap();
+            std::fs::write(
+                &setup.config,
+                text.replacen("[okta]\n", "[okta]\ngroup_ids = [\"00gA\", \"00gB\"]\n", 1),
+            )
+            .unwrap();
+            let out = setup.run(&["check"]).await;
+            (out.status.code(), stdout(&out))
+        }
+    };
+
+    // The token asks for users only: users can be read, the groups cannot.
+    let (code, text) = check("scopes = [\"okta.users.read\"]").await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(common::check_line(&text, "okta").unwrap().0, "{text}");
+    for id in ["00gA", "00gB"] {
+        let (ok, detail) = common::check_line(&text, &format!("group {id}")).unwrap();
+        assert!(!ok, "{text}");
+        assert!(
+            detail.contains("HTTP 403")
+                && detail.contains("okta.groups.read")
+                && detail.contains("okta.oauth.scopes"),
+            "{detail}"
+        );
+    }
+    assert!(text.ends_with("verdict: 2 problems found\n"), "{text}");
+    let probes: Vec<String> = okta
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .filter(|p| p.starts_with("/api/v1/groups/"))
+        .collect();
+    assert_eq!(
+        probes,
+        [
+            "/api/v1/groups/00gA/users?limit=1",
+            "/api/v1/groups/00gB/users?limit=1"
+        ]
+    );
+
+    // With the scope asked for (the default with group_ids) and granted: all good.
+    let (code, text) = check("").await;
+    assert_eq!(code, Some(0), "{text}");
+    for id in ["00gA", "00gB"] {
+        let (ok, detail) = common::check_line(&text, &format!("group {id}")).unwrap();
+        assert!(ok && detail == "its members can be read", "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_with_groups_names_a_scope_the_app_was_not_granted() {
+    let okta = FakeOkta::start(OktaOptions {
+        groups: vec![("00gA".into(), (0..3).collect())],
+        ..okta_opts(
+            10,
+            OAuthOptions {
+                granted_scopes: vec!["okta.users.read".into()],
+                ..OAuthOptions::default()
+            },
+        )
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup(&okta, &pendo, keys::RSA_PRIVATE_PEM, "");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replacen("[okta]\n", "[okta]\ngroup_ids = [\"00gA\"]\n", 1),
+    )
+    .unwrap();
+    let out = setup.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let (ok, detail) = common::check_line(&text, "group 00gA").unwrap();
+    assert!(!ok, "{text}");
+    assert!(
+        detail.contains("invalid_scope")
+            && detail.contains("okta.groups.read")
+            && detail.contains("Okta API Scopes"),
+        "{detail}"
+    );
+}

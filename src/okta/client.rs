@@ -235,6 +235,17 @@ impl OktaClient {
         self.page(&url).await.map(|_| ())
     }
 
+    /// One cheap call on a group the run reads (`GET /api/v1/groups/{id}/users?limit=1`, the
+    /// run's own URL for it), for `check`.
+    pub async fn probe_group(&self, id: &str) -> Result<(), OktaError> {
+        let scope = UserScope::Groups(vec![id.to_owned()]);
+        for mut url in self.start_urls(&scope, None) {
+            url.query_pairs_mut().clear().append_pair("limit", "1");
+            self.page(&url).await?;
+        }
+        Ok(())
+    }
+
     async fn try_page(
         &self,
         url: &Url,
