@@ -1,9 +1,10 @@
 //! The commands: load the config, set up logging, run, and turn the outcome into an exit code.
+//! [`AppError`] is the one place an error becomes a message and a code.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
@@ -11,27 +12,72 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::Line;
 use crate::cli::{Cli, Command};
-use crate::config::{self, Loaded, Settings};
+use crate::config::{self, ConfigError, Loaded, Settings};
 use crate::daemon::{Daemon, SyncJob};
 use crate::metrics::Metrics;
-use crate::okta::OktaClient;
-use crate::pendo::PendoClient;
-use crate::report::{RunRecord, Trigger, count};
+use crate::report::Trigger;
+use crate::runner::{self, NotRecorded};
 use crate::schedule::{Clock, SystemClock};
 use crate::server;
 use crate::shutdown::Signals;
-use crate::state::State;
-use crate::sync::{self, Clients, RunOptions};
+use crate::state::{State, StateError};
+use crate::sync::RunOptions;
 use crate::telemetry::{self, Target};
 
-/// Success.
 pub const EXIT_OK: i32 = 0;
-/// A run that failed, was partial or interrupted; a `check` that found a problem.
+/// A run that failed, was partial, interrupted or held; a `check` that found a problem.
 pub const EXIT_FAILURE: i32 = 1;
-/// A usage error.
 pub const EXIT_USAGE: i32 = 2;
 /// Invalid configuration (EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
+
+/// Why a command could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot create the dry-run output {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    NotRecorded(#[from] NotRecorded),
+    #[error("cannot listen on {addr} (server.listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the history: {0}")]
+    History(std::io::Error),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Config(_) => EXIT_CONFIG,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    /// Says what went wrong: on stderr before logging is set up and for the commands whose
+    /// logs are only for the operator's terminal, in the log otherwise.
+    fn report(&self, logged: bool) {
+        // Already in the log, with the run's summary.
+        if matches!(self, AppError::NotRecorded(_)) {
+            return;
+        }
+        if logged {
+            tracing::error!("{self}");
+        } else {
+            eprintln!("error: {self}");
+        }
+    }
+}
 
 /// Parses `args` (the program name first) and runs the command; returns the exit code.
 pub fn run_from<I, T>(args: I) -> i32
@@ -46,17 +92,17 @@ where
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(runtime) => runtime.block_on(dispatch(cli)),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_FAILURE;
+            let e = AppError::Runtime(e);
+            e.report(false);
+            e.exit_code()
         }
-    };
-    runtime.block_on(dispatch(cli))
+    }
 }
 
 async fn dispatch(cli: Cli) -> i32 {
@@ -67,14 +113,14 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::History { .. } | Command::Check { .. } => None,
     };
     let path = config::resolve_path(cli.config);
-    let loaded = match config::load(&path) {
+    let Loaded { settings, warnings } = match config::load(&path) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
+            let e = AppError::from(e);
+            e.report(false);
+            return e.exit_code();
         }
     };
-    let Loaded { settings, warnings } = loaded;
     // Logs go to stdout (journald, containers), except where stdout carries the command's
     // data: a dry run's JSON lines, `history` and `check`.
     let log_target = match &cli.command {
@@ -91,7 +137,8 @@ async fn dispatch(cli: Cli) -> i32 {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    match cli.command {
+    let logged = !matches!(cli.command, Command::History { .. });
+    let done = match cli.command {
         Command::Run => daemon(path, settings, signals).await,
         Command::Sync {
             dry_run,
@@ -99,167 +146,71 @@ async fn dispatch(cli: Cli) -> i32 {
             force,
             output,
         } => {
-            let how = Manual {
+            let opts = RunOptions {
+                trigger: Trigger::Manual,
                 dry_run,
-                full,
+                grace: settings.sync.shutdown_grace,
+                force_full: full,
                 force,
             };
-            sync_once(&settings, how, output.as_deref(), signals).await
+            sync_once(&settings, opts, output.as_deref(), signals).await
         }
         Command::History { limit, json } => history(&settings, limit, json),
-        Command::Check { offline } => check(&path, &settings, offline).await,
+        Command::Check { offline } => Ok(check(&path, &settings, offline).await),
+    };
+    match done {
+        Ok(code) => code,
+        Err(e) => {
+            e.report(logged);
+            e.exit_code()
+        }
     }
 }
 
-/// What a run reads of each user: the mapped paths, the visitor ID, `id` (to meet a user once
-/// across groups) and `status` (deprovisioned users).
-fn projection(settings: &Settings) -> crate::okta::projection::Projection {
-    let fixed: Vec<crate::mapping::AttributePath> = ["id", "status"]
-        .iter()
-        .filter_map(|p| crate::mapping::AttributePath::parse(p).ok())
-        .collect();
-    crate::okta::projection::Projection::of(
-        settings
-            .mapping
-            .fields()
-            .iter()
-            .map(|f| &f.path)
-            .chain(std::iter::once(&settings.sync.visitor_id_key))
-            .chain(fixed.iter()),
-    )
-}
-
-/// Builds the two clients from the settings.
-pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, String> {
-    let http = |t: crate::config::Timeouts| {
-        crate::http::client(t.connect, t.request)
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))
-    };
-    Ok(Clients {
-        okta: Arc::new(
-            OktaClient::new(
-                http(settings.okta.timeouts)?,
-                &settings.okta,
-                settings.retry,
-                metrics.clone(),
-            )
-            .map_err(|e| format!("cannot set up the Okta client: {e}"))?
-            .with_projection(projection(settings)),
-        ),
-        pendo: Arc::new(PendoClient::new(
-            http(settings.pendo.timeouts)?,
-            &settings.pendo,
-            settings.sync.create_missing_visitors,
-            settings.retry,
-            metrics,
-        )),
-    })
-}
-
-/// What `sync` was asked to do.
-#[derive(Debug, Clone, Copy)]
-struct Manual {
-    dry_run: bool,
-    full: bool,
-    force: bool,
-}
-
+/// `sync`: one run now; its exit code is the run's.
 async fn sync_once(
     settings: &Settings,
-    how: Manual,
+    opts: RunOptions,
     output: Option<&Path>,
     signals: Option<Signals>,
-) -> i32 {
-    let Manual {
-        dry_run,
-        full,
-        force,
-    } = how;
+) -> Result<i32, AppError> {
     // A dry run changes nothing but its own record: it reads the state without the writer's
     // lock, so it can preview beside a running daemon, and stores its record at the end.
-    let opened = if dry_run {
-        State::open_preview(&settings.state.path)
+    let state = if opts.dry_run {
+        State::open_preview(&settings.state.path)?
     } else {
-        State::open(&settings.state.path)
+        State::open(&settings.state.path)?
     };
-    let state = match opened {
-        Ok(s) => std::sync::Mutex::new(s.keep_runs(settings.state.keep_runs)),
-        Err(e) => {
-            tracing::error!("{e}");
-            return EXIT_FAILURE;
+    let state = Mutex::new(state.keep_runs(settings.state.keep_runs));
+    let mut sink: Option<Box<dyn Write + Send>> = match (opts.dry_run, output) {
+        (false, _) => None,
+        (true, None) => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        (true, Some(path)) => {
+            let file = create_private(path).map_err(|source| AppError::Output {
+                path: path.to_owned(),
+                source,
+            })?;
+            Some(Box::new(std::io::BufWriter::new(file)))
         }
-    };
-    let clients = match clients(settings, Arc::new(Metrics::new())) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            return EXIT_FAILURE;
-        }
-    };
-    let mut sink: Option<Box<dyn Write + Send>> = if dry_run {
-        match output {
-            Some(path) => match create_private(path) {
-                Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
-                Err(e) => {
-                    tracing::error!("cannot create the dry-run output {}: {e}", path.display());
-                    return EXIT_FAILURE;
-                }
-            },
-            None => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
-        }
-    } else {
-        None
-    };
-    let opts = RunOptions {
-        trigger: Trigger::Manual,
-        dry_run,
-        grace: settings.sync.shutdown_grace,
-        force_full: full,
-        force,
     };
     let cancel = CancellationToken::new();
     let signals = signals.map(|s| s.watch(cancel.clone(), None));
-    let outcome = match sink.as_mut() {
-        Some(w) => sync::run(settings, &clients, opts, Some(&mut **w), cancel, &state).await,
-        None => sync::run(settings, &clients, opts, None, cancel, &state).await,
-    };
-    drop(sink);
-    let mut record = outcome.record;
-    let state = state.into_inner().unwrap_or_else(|e| e.into_inner());
-    let stored = if dry_run {
-        drop(state);
-        State::open_unlocked(&settings.state.path).and_then(|s| {
-            s.keep_runs(settings.state.keep_runs)
-                .finish_run(&record, None)
-        })
-    } else {
-        let mut state = state;
-        state.finish_run(&record, outcome.reached.as_ref())
-    };
-    match stored {
-        Ok(id) => record.id = id,
-        Err(e) => {
-            tracing::error!("the run finished but could not be recorded: {e}");
-            log_summary(&record);
-            return EXIT_FAILURE;
-        }
-    }
-    log_summary(&record);
+    let metrics = Arc::new(Metrics::new());
+    let dry_out = sink.as_mut().map(|w| &mut **w as &mut (dyn Write + Send));
+    let record = runner::run_and_record(settings, &state, &metrics, opts, dry_out, cancel).await?;
     if let Some(s) = signals {
         s.abort();
     }
-    record.exit_code()
+    Ok(record.exit_code())
 }
 
 /// `run`: the daemon, until SIGTERM/SIGINT.
-async fn daemon(path: PathBuf, settings: Settings, signals: Option<Signals>) -> i32 {
-    let state = match State::open(&settings.state.path) {
-        Ok(s) => s.keep_runs(settings.state.keep_runs),
-        Err(e) => {
-            tracing::error!("{e}");
-            return EXIT_FAILURE;
-        }
-    };
+async fn daemon(
+    path: PathBuf,
+    settings: Settings,
+    signals: Option<Signals>,
+) -> Result<i32, AppError> {
+    let state = State::open(&settings.state.path)?.keep_runs(settings.state.keep_runs);
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stop = CancellationToken::new();
@@ -268,16 +219,11 @@ async fn daemon(path: PathBuf, settings: Settings, signals: Option<Signals>) -> 
     let server = match settings.server {
         None => None,
         Some(addr) => {
-            match server::bind(addr, metrics.clone(), clock.clone(), stop.clone()).await {
-                Ok((local, serve)) => {
-                    tracing::info!("serving /healthz and /metrics on http://{local}");
-                    Some(tokio::spawn(serve))
-                }
-                Err(e) => {
-                    tracing::error!("cannot listen on {addr} (server.listen): {e}");
-                    return EXIT_FAILURE;
-                }
-            }
+            let (local, serve) = server::bind(addr, metrics.clone(), clock.clone(), stop.clone())
+                .await
+                .map_err(|source| AppError::Listen { addr, source })?;
+            tracing::info!("serving /healthz and /metrics on http://{local}");
+            Some(tokio::spawn(serve))
         }
     };
     let job = SyncJob::new(state, metrics.clone());
@@ -296,7 +242,7 @@ async fn daemon(path: PathBuf, settings: Settings, signals: Option<Signals>) -> 
     if let Some(s) = signals {
         s.abort();
     }
-    EXIT_OK
+    Ok(EXIT_OK)
 }
 
 /// Creates (or truncates) a file readable by its owner only: dry-run output holds user data.
@@ -330,46 +276,11 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// The one info line per run that summarises its record.
-pub fn log_summary(r: &RunRecord) {
-    let duration_ms = (r.finished_at - r.started_at).whole_milliseconds().max(0) as u64;
-    let line = |msg: &str| {
-        tracing::info!(
-            run_id = r.id,
-            trigger = r.trigger.as_str(),
-            mode = r.mode.as_str(),
-            status = r.status.as_str(),
-            status_code = r.status_code,
-            okta_users_read = r.okta_users_read,
-            records_processed = r.records_processed,
-            users_updated = r.users_updated,
-            users_failed = r.users_failed,
-            users_missing = r.users_missing,
-            users_unchanged = r.users_unchanged,
-            users_skipped = r.users_skipped,
-            duration_ms,
-            "run {} {}: {msg}",
-            r.id,
-            r.status
-        )
-    };
-    line(&r.message);
-}
-
-fn history(settings: &Settings, limit: u32, json: bool) -> i32 {
-    let runs = match State::open_read_only(&settings.state.path) {
-        Ok(None) => Vec::new(),
-        Ok(Some(state)) => match state.runs(limit) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILURE;
-            }
-        },
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILURE;
-        }
+/// `history`: the recorded runs, newest first, as a table or JSON.
+fn history(settings: &Settings, limit: u32, json: bool) -> Result<i32, AppError> {
+    let runs = match State::open_read_only(&settings.state.path)? {
+        None => Vec::new(),
+        Some(state) => state.runs(limit)?,
     };
     let mut out = std::io::stdout().lock();
     let written = if json {
@@ -377,67 +288,12 @@ fn history(settings: &Settings, limit: u32, json: bool) -> i32 {
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
-        write_history_table(&mut out, &runs, &settings.state.path)
+        crate::report::write_table(&mut out, &runs, &settings.state.path)
     };
     match written {
-        Ok(()) => EXIT_OK,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: cannot write the history: {e}");
-            EXIT_FAILURE
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::History(e)),
+        _ => Ok(EXIT_OK),
     }
-}
-
-/// The human form of `history`: one line per run, its message indented below.
-pub fn write_history_table(
-    out: &mut impl Write,
-    runs: &[RunRecord],
-    state_path: &Path,
-) -> std::io::Result<()> {
-    if runs.is_empty() {
-        return writeln!(out, "No runs recorded yet in {}.", state_path.display());
-    }
-    writeln!(
-        out,
-        "{:>5}  {:<20}  {:<8}  {:<11}  {:<11}  {:>4}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>8}",
-        "ID",
-        "STARTED (UTC)",
-        "TRIGGER",
-        "MODE",
-        "STATUS",
-        "CODE",
-        "READ",
-        "SENT",
-        "UPDATED",
-        "FAILED",
-        "MISSING",
-        "SKIPPED",
-        "TOOK"
-    )?;
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    for r in runs {
-        let took = (r.finished_at - r.started_at).as_seconds_f64();
-        writeln!(
-            out,
-            "{:>5}  {:<20}  {:<8}  {:<11}  {:<11}  {:>4}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7.1}s",
-            r.id,
-            r.started_at.format(&fmt).unwrap_or_default(),
-            r.trigger.as_str(),
-            r.mode.as_str(),
-            r.status.as_str(),
-            r.status_code,
-            count(r.okta_users_read),
-            count(r.records_processed),
-            count(r.users_updated),
-            count(r.users_failed),
-            count(r.users_missing),
-            count(r.users_skipped),
-            took
-        )?;
-        writeln!(out, "       {}", r.message)?;
-    }
-    Ok(())
 }
 
 async fn check(path: &Path, settings: &Settings, offline: bool) -> i32 {
@@ -451,10 +307,10 @@ async fn check(path: &Path, settings: &Settings, offline: bool) -> i32 {
         .flatten()
         .and_then(|s| s.last_run().ok().flatten());
     lines.extend(crate::check::runs(settings, last_run.as_ref()));
-    let clients = match clients(settings, Arc::new(Metrics::new())) {
+    let clients = match runner::clients(settings, Arc::new(Metrics::new())) {
         Ok(c) => c,
         Err(e) => {
-            lines.push(Line::fail("clients", e));
+            lines.push(Line::fail("clients", e.to_string()));
             print!("{}", crate::check::render(&lines));
             return EXIT_FAILURE;
         }

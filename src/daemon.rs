@@ -343,22 +343,7 @@ impl Job for SyncJob {
         trigger: Trigger,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, ()> {
-        let this = self;
         Box::pin(async move {
-            this.metrics.run_started();
-            let clients = match crate::app::clients(&settings, this.metrics.clone()) {
-                Ok(c) => c,
-                Err(e) => {
-                    let mut record = crate::report::RunRecord::not_started(trigger, e);
-                    match this.state().finish_run(&record, None) {
-                        Ok(id) => record.id = id,
-                        Err(e) => tracing::error!("the run could not be recorded: {e}"),
-                    }
-                    this.metrics.run_finished(&record);
-                    crate::app::log_summary(&record);
-                    return;
-                }
-            };
             let opts = crate::sync::RunOptions {
                 trigger,
                 dry_run: false,
@@ -366,16 +351,17 @@ impl Job for SyncJob {
                 force_full: false,
                 force: false,
             };
-            let outcome =
-                crate::sync::run(&settings, &clients, opts, None, cancel, &this.state).await;
-            let mut record = outcome.record;
-            let stored = this.state().finish_run(&record, outcome.reached.as_ref());
-            match stored {
-                Ok(id) => record.id = id,
-                Err(e) => tracing::error!("the run finished but could not be recorded: {e}"),
-            }
-            this.metrics.run_finished(&record);
-            crate::app::log_summary(&record);
+            // A record that could not be stored is logged with the run's summary; the daemon
+            // goes on to the next fire.
+            let _ = crate::runner::run_and_record(
+                &settings,
+                &self.state,
+                &self.metrics,
+                opts,
+                None,
+                cancel,
+            )
+            .await;
         })
     }
 

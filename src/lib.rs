@@ -24,6 +24,7 @@ pub mod okta;
 pub mod pendo;
 pub mod report;
 pub mod retry;
+pub mod runner;
 pub mod schedule;
 pub mod server;
 pub mod shutdown;

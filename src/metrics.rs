@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::report::{RunRecord, Status};
+use crate::report::{Counts, RunRecord, Status};
 
 /// The service a request went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,15 +216,7 @@ impl Metrics {
                 .get_or_create(&StatusLabels { status: s.as_str() })
                 .set(i64::from(s == r.status));
         }
-        for (outcome, n) in [
-            ("read", r.okta_users_read),
-            ("sent", r.records_processed),
-            ("updated", r.users_updated),
-            ("failed", r.users_failed),
-            ("missing", r.users_missing),
-            ("unchanged", r.users_unchanged),
-            ("skipped", r.users_skipped),
-        ] {
+        for (outcome, n) in Counts::OUTCOMES.into_iter().zip(r.counts.values()) {
             self.last_run_users
                 .get_or_create(&UsersLabels { outcome })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));

@@ -42,7 +42,7 @@ where
 }
 
 /// A failed push or probe, in words.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PendoError {
     #[error(
         "Pendo rejected the integration key (HTTP 401): it is wrong or was revoked; create one \

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::report::{Mode, RunError, RunRecord, Status, Trigger};
+use crate::report::{Counts, Mode, RunError, RunRecord, Status, Trigger};
 
 /// The schema, one step per version; `PRAGMA user_version` says how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -475,33 +475,27 @@ impl State {
             .conn
             .prepare(&format!(
                 "SELECT id, trigger, mode, started_at, finished_at, status, status_code, message,
-                    okta_users_read, records_processed, users_updated, users_failed,
-                    users_missing, missing_visitor_ids, users_unchanged, users_skipped, errors
-                 FROM runs WHERE {condition} ORDER BY id DESC LIMIT ?1"
+                    {}, missing_visitor_ids, errors
+                 FROM runs WHERE {condition} ORDER BY id DESC LIMIT ?1",
+                Counts::NAMES.join(", ")
             ))
             .map_err(|e| self.query(e))?;
         let rows = stmt
             .query_map([limit], |row| {
                 Ok(RawRun {
-                    id: row.get(0)?,
-                    trigger: row.get(1)?,
-                    mode: row.get(2)?,
-                    started_at: row.get(3)?,
-                    finished_at: row.get(4)?,
-                    status: row.get(5)?,
-                    status_code: row.get(6)?,
-                    message: row.get(7)?,
-                    counts: [
-                        row.get(8)?,
-                        row.get(9)?,
-                        row.get(10)?,
-                        row.get(11)?,
-                        row.get(12)?,
-                        row.get(14)?,
-                        row.get(15)?,
-                    ],
-                    missing: row.get(13)?,
-                    errors: row.get(16)?,
+                    id: row.get("id")?,
+                    trigger: row.get("trigger")?,
+                    mode: row.get("mode")?,
+                    started_at: row.get("started_at")?,
+                    finished_at: row.get("finished_at")?,
+                    status: row.get("status")?,
+                    status_code: row.get("status_code")?,
+                    message: row.get("message")?,
+                    counts: Counts::from_named(|name| {
+                        row.get::<_, i64>(name).map(|n| n.max(0) as u64)
+                    })?,
+                    missing: row.get("missing_visitor_ids")?,
+                    errors: row.get("errors")?,
                 })
             })
             .map_err(|e| self.query(e))?;
@@ -542,7 +536,7 @@ struct RawRun {
     status: String,
     status_code: i64,
     message: String,
-    counts: [i64; 7],
+    counts: Counts,
     missing: String,
     errors: String,
 }
@@ -553,15 +547,6 @@ impl RawRun {
         let bad = |what: &str, v: &str| format!("run {id}: {what} \"{v}\" is not valid");
         let time =
             |v: &str, what: &str| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| bad(what, v));
-        let [
-            read,
-            processed,
-            updated,
-            failed,
-            missing_n,
-            unchanged,
-            skipped,
-        ] = self.counts.map(|n| n.max(0) as u64);
         Ok(RunRecord {
             id,
             trigger: Trigger::parse(&self.trigger).ok_or_else(|| bad("trigger", &self.trigger))?,
@@ -571,15 +556,9 @@ impl RawRun {
             status: Status::parse(&self.status).ok_or_else(|| bad("status", &self.status))?,
             status_code: u16::try_from(self.status_code).unwrap_or(0),
             message: self.message,
-            okta_users_read: read,
-            records_processed: processed,
-            users_updated: updated,
-            users_failed: failed,
-            users_missing: missing_n,
+            counts: self.counts,
             missing_visitor_ids: serde_json::from_str(&self.missing)
                 .map_err(|e| format!("run {id}: missing_visitor_ids: {e}"))?,
-            users_unchanged: unchanged,
-            users_skipped: skipped,
             errors: serde_json::from_str::<Vec<RunError>>(&self.errors)
                 .map_err(|e| format!("run {id}: errors: {e}"))?,
         })
@@ -634,30 +613,32 @@ fn lock(path: &Path) -> Result<std::fs::File, StateError> {
 fn insert_run(conn: &Connection, r: &RunRecord) -> rusqlite::Result<i64> {
     let missing = serde_json::to_string(&r.missing_visitor_ids).unwrap_or_else(|_| "[]".into());
     let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
-    conn.execute(
-        "INSERT INTO runs (trigger, mode, started_at, finished_at, status, status_code,
-            message, okta_users_read, records_processed, users_updated, users_failed,
-            users_missing, missing_visitor_ids, users_unchanged, users_skipped, errors)
+    let counts = r
+        .counts
+        .values()
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let sql = format!(
+        "INSERT INTO runs (trigger, mode, started_at, finished_at, status, status_code, message,
+            missing_visitor_ids, errors, {})
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        params![
-            r.trigger.as_str(),
-            r.mode.as_str(),
-            rfc3339(r.started_at),
-            rfc3339(r.finished_at),
-            r.status.as_str(),
-            r.status_code,
-            r.message,
-            r.okta_users_read as i64,
-            r.records_processed as i64,
-            r.users_updated as i64,
-            r.users_failed as i64,
-            r.users_missing as i64,
-            missing,
-            r.users_unchanged as i64,
-            r.users_skipped as i64,
-            errors,
-        ],
-    )?;
+        Counts::NAMES.join(", ")
+    );
+    let fixed: [&dyn rusqlite::ToSql; 9] = [
+        &r.trigger.as_str(),
+        &r.mode.as_str(),
+        &rfc3339(r.started_at),
+        &rfc3339(r.finished_at),
+        &r.status.as_str(),
+        &r.status_code,
+        &r.message,
+        &missing,
+        &errors,
+    ];
+    let values: Vec<&dyn rusqlite::ToSql> = fixed
+        .into_iter()
+        .chain(counts.iter().map(|n| n as &dyn rusqlite::ToSql))
+        .collect();
+    conn.execute(&sql, values.as_slice())?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -706,14 +687,17 @@ mod tests {
             status,
             status_code: 200,
             message: "ok".into(),
-            okta_users_read: 10,
-            records_processed: 9,
-            users_updated: 8,
-            users_failed: 1,
-            users_missing: 1,
+            // Each count different, so a column read in the wrong place shows.
+            counts: Counts {
+                okta_users_read: 10,
+                records_processed: 9,
+                users_updated: 7,
+                users_failed: 2,
+                users_missing: 1,
+                users_unchanged: 0,
+                users_skipped: 1,
+            },
             missing_visitor_ids: vec!["x@y".into()],
-            users_unchanged: 0,
-            users_skipped: 1,
             errors: vec![RunError {
                 visitor_id: None,
                 message: "m".into(),

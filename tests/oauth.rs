@@ -545,7 +545,7 @@ async fn token_retries_are_counted_in_the_retry_metric() {
         .unwrap()
         .settings;
     let metrics = Arc::new(Metrics::new());
-    let clients = okta_pendo_sync::app::clients(&settings, metrics.clone()).unwrap();
+    let clients = okta_pendo_sync::runner::clients(&settings, metrics.clone()).unwrap();
     clients.okta.probe().await.unwrap();
     let text = metrics.render();
     assert!(

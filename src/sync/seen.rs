@@ -1,5 +1,6 @@
-//! One record per visitor per run: the set of visitor IDs a run has already queued, kept
-//! compact so a run's memory stays flat however many users it reads.
+//! What a run has met already, kept so its memory stays flat however many users it reads: the
+//! visitor IDs it queued (one record per visitor per run), and the Okta user IDs it read when a
+//! user can be listed more than once (several groups).
 //!
 //! Each visitor ID is kept as its 64-bit xxh3 hash, 8 bytes a visitor (8 MiB for a million),
 //! in one sorted array plus a small unsorted buffer that is merged in when it fills. Two
@@ -77,6 +78,52 @@ impl SeenVisitors {
             } else {
                 self.sorted[k] = recent[j - 1];
                 j -= 1;
+            }
+        }
+    }
+}
+
+/// The user IDs seen in this run, kept on disk (a private temporary SQLite database), so that a
+/// user in several groups is read once without holding every ID in memory.
+pub struct SeenIds {
+    conn: Option<rusqlite::Connection>,
+}
+
+impl SeenIds {
+    pub fn new() -> Self {
+        let conn = rusqlite::Connection::open("")
+            .and_then(|c| {
+                c.execute_batch(
+                    "PRAGMA cache_size = -2048;
+                     CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID;",
+                )
+                .map(|()| c)
+            })
+            .map_err(|e| {
+                tracing::warn!(
+                    "cannot open a temporary database to skip users found in several groups \
+                     ({e}); such users are pushed once per group"
+                )
+            })
+            .ok();
+        SeenIds { conn }
+    }
+
+    /// True the first time an ID is offered (and whenever the store fails: pushing a user twice
+    /// is harmless, skipping one is not).
+    pub fn first_time(&mut self, id: &str) -> bool {
+        let Some(conn) = &self.conn else { return true };
+        match conn
+            .prepare_cached("INSERT OR IGNORE INTO seen (id) VALUES (?1)")
+            .and_then(|mut s| s.execute([id]))
+        {
+            Ok(n) => n == 1,
+            Err(e) => {
+                tracing::warn!(
+                    "temporary ID store failed ({e}); users in several groups may be pushed twice"
+                );
+                self.conn = None;
+                true
             }
         }
     }

@@ -1,0 +1,131 @@
+//! Pushing one batch to Pendo: on a 408 or a 400 the batch is split in halves down to single
+//! records, so what Pendo refuses fails alone; a refused key or field ends the run.
+
+use serde_json::Value;
+
+use crate::mapping::{Mapping, Record};
+use crate::pendo::{PendoClient, PendoError, PushResponse};
+
+/// What pushing one batch (and its halves, after a 408) came to.
+#[derive(Default)]
+pub(super) struct BatchOutcome {
+    pub(super) sent: u64,
+    pub(super) accepted: Vec<Accepted>,
+    pub(super) failed: Vec<(PendoError, Vec<String>)>,
+    /// Pendo refused what every batch would carry (the key, a field): the run must stop.
+    pub(super) refused: Option<PendoError>,
+}
+
+/// A (part of a) batch Pendo accepted: its answer, and the visitors sent with their hashes.
+pub(super) struct Accepted {
+    pub(super) response: PushResponse,
+    pub(super) sent: Vec<(String, u64)>,
+}
+
+/// Pushes records; on a 408 splits them in halves and pushes each, down to single records.
+pub(super) async fn push_records(
+    pendo: &PendoClient,
+    mapping: &Mapping,
+    records: &[Record],
+    hashes: &[u64],
+    out: &mut BatchOutcome,
+) {
+    let mut body = Vec::with_capacity(records.len() * 128);
+    if let Err(e) = mapping.write_batch(records, &mut body) {
+        out.sent += records.len() as u64;
+        out.failed.push((
+            PendoError::Malformed {
+                status: 0,
+                detail: format!("cannot serialize the batch: {e}"),
+            },
+            records.iter().map(|r| r.visitor_id.clone()).collect(),
+        ));
+        return;
+    }
+    match pendo.push(body.into()).await {
+        Ok(response) => {
+            out.sent += records.len() as u64;
+            out.accepted.push(Accepted {
+                response,
+                sent: records
+                    .iter()
+                    .zip(hashes)
+                    .map(|(r, h)| (r.visitor_id.clone(), *h))
+                    .collect(),
+            });
+        }
+        Err(error @ (PendoError::Unauthorized | PendoError::Forbidden)) => {
+            refuse(error, records, out);
+        }
+        Err(PendoError::Status {
+            status: 400,
+            detail,
+        }) if crate::pendo::unknown_field(&detail, mapping).is_some() => {
+            let field = crate::pendo::unknown_field(&detail, mapping)
+                .unwrap_or_default()
+                .to_owned();
+            refuse(PendoError::UnknownField { field, detail }, records, out);
+        }
+        Err(error @ (PendoError::Timeout | PendoError::Status { status: 400, .. }))
+            if records.len() > 1 =>
+        {
+            let why = match error {
+                PendoError::Timeout => "Pendo answered 408 (call too long)",
+                _ => "Pendo refused the batch (HTTP 400)",
+            };
+            tracing::warn!(
+                records = records.len(),
+                "{why}: splitting the batch in halves to find what it refuses"
+            );
+            let mid = records.len() / 2;
+            let (a, b) = records.split_at(mid);
+            let (ha, hb) = hashes.split_at(mid.min(hashes.len()));
+            Box::pin(push_records(pendo, mapping, a, ha, out)).await;
+            Box::pin(push_records(pendo, mapping, b, hb, out)).await;
+        }
+        Err(error) => {
+            tracing::warn!(records = records.len(), "batch not delivered: {error}");
+            out.sent += records.len() as u64;
+            out.failed.push((
+                error,
+                records.iter().map(|r| r.visitor_id.clone()).collect(),
+            ));
+        }
+    }
+}
+
+/// Records a batch Pendo refused in a way every batch would be refused.
+fn refuse(error: PendoError, records: &[Record], out: &mut BatchOutcome) {
+    tracing::warn!(records = records.len(), "batch not delivered: {error}");
+    out.sent += records.len() as u64;
+    out.refused.get_or_insert_with(|| error.clone());
+    out.failed.push((
+        error,
+        records.iter().map(|r| r.visitor_id.clone()).collect(),
+    ));
+}
+
+/// One entry of the `errors` of Pendo's answer: the visitor it names, if any, and its text.
+pub(super) fn pendo_error(e: &Value) -> (Option<String>, String) {
+    let (visitor_id, text) = match e {
+        Value::String(s) => (None, s.clone()),
+        Value::Object(o) => (
+            ["visitorId", "visitor_id", "id"]
+                .iter()
+                .find_map(|k| o.get(*k))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+            o.get("message")
+                .or_else(|| o.get("error"))
+                .or_else(|| o.get("reason"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| e.to_string()),
+        ),
+        other => (None, other.to_string()),
+    };
+    (visitor_id, text.chars().take(300).collect())
+}
