@@ -366,10 +366,10 @@ impl Job for SyncJob {
     }
 
     fn last_run_started(&self) -> Option<DateTime<Utc>> {
-        let last = self.state().last_completed_run().ok().flatten()?;
-        DateTime::from_timestamp(
-            last.started_at.unix_timestamp(),
-            last.started_at.nanosecond(),
-        )
+        self.state()
+            .last_completed_run()
+            .ok()
+            .flatten()
+            .map(|r| r.started_at)
     }
 }

@@ -13,7 +13,6 @@ use std::fmt;
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 use serde_json::{Number, Value};
-use time::format_description::well_known::Rfc3339;
 
 /// A dot-separated path from the root of the Okta user object: `status`, `profile.email`.
 #[derive(Clone, PartialEq, Eq)]
@@ -317,12 +316,15 @@ fn date_millis(value: &Value) -> Result<i64, String> {
     match value {
         Value::String(s) => {
             let t = s.trim();
-            if let Ok(dt) = time::OffsetDateTime::parse(t, &Rfc3339) {
-                return Ok((dt.unix_timestamp_nanos() / 1_000_000) as i64);
+            if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+                return Ok(dt.timestamp_millis());
             }
-            let day = time::macros::format_description!("[year]-[month]-[day]");
-            time::Date::parse(t, &day)
-                .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
+            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .map(|d| {
+                    d.and_time(chrono::NaiveTime::MIN)
+                        .and_utc()
+                        .timestamp_millis()
+                })
                 .map_err(|_| {
                     format!(
                         "\"{}\" is not a date (expected RFC 3339 or YYYY-MM-DD)",

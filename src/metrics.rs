@@ -221,7 +221,7 @@ impl Metrics {
                 .get_or_create(&UsersLabels { outcome })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let secs = |t: time::OffsetDateTime| t.unix_timestamp_nanos() as f64 / 1e9;
+        let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
         self.last_run_start.set(secs(r.started_at));
         self.last_run_end.set(secs(r.finished_at));
         self.last_run_duration

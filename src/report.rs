@@ -1,8 +1,8 @@
 //! The run record: what one run did (the README's "Run records" table), the counts it carries,
 //! the tally that builds it while the run goes, and the wording of its status and message.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 /// The most visitor IDs kept in `missing_visitor_ids`.
 pub const MAX_MISSING_IDS: usize = 10_000;
@@ -177,10 +177,8 @@ pub struct RunRecord {
     pub id: i64,
     pub trigger: Trigger,
     pub mode: Mode,
-    #[serde(with = "time::serde::rfc3339")]
-    pub started_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub finished_at: OffsetDateTime,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
     pub status: Status,
     /// 200 when Pendo accepted every batch; else the last failing HTTP status (0: none).
     pub status_code: u16,
@@ -197,7 +195,7 @@ pub struct RunRecord {
 impl RunRecord {
     /// A run that could not start (its clients could not be built): failed, with the reason.
     pub fn not_started(trigger: Trigger, why: String) -> RunRecord {
-        let now = OffsetDateTime::now_utc();
+        let now = Utc::now();
         RunRecord {
             id: 0,
             trigger,
@@ -296,7 +294,7 @@ pub struct ReadFailure {
 /// How a run went, besides its tally: what the record's status and wording are made of.
 #[derive(Debug)]
 pub struct Ending<'a> {
-    pub started_at: OffsetDateTime,
+    pub started_at: DateTime<Utc>,
     pub trigger: Trigger,
     pub mode: Mode,
     /// Whether the run read in full.
@@ -350,7 +348,7 @@ impl RunRecord {
             trigger: end.trigger,
             mode: end.mode,
             started_at: end.started_at,
-            finished_at: OffsetDateTime::now_utc(),
+            finished_at: Utc::now(),
             status,
             status_code,
             message,
@@ -516,14 +514,13 @@ pub fn write_table(
         "SKIPPED",
         "TOOK"
     )?;
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     for r in runs {
         let took = (r.finished_at - r.started_at).as_seconds_f64();
         writeln!(
             out,
             "{:>5}  {:<20}  {:<8}  {:<11}  {:<11}  {:>4}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7.1}s",
             r.id,
-            r.started_at.format(&fmt).unwrap_or_default(),
+            r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             r.trigger.as_str(),
             r.mode.as_str(),
             r.status.as_str(),
@@ -573,7 +570,7 @@ mod tests {
         stop: Option<Stop>,
     ) -> Ending<'static> {
         Ending {
-            started_at: OffsetDateTime::UNIX_EPOCH,
+            started_at: DateTime::UNIX_EPOCH,
             trigger: Trigger::Manual,
             mode,
             full: true,

@@ -128,7 +128,7 @@ pub async fn run_and_record(
 
 /// The one info line per run that summarises its record.
 pub fn log_summary(r: &RunRecord) {
-    let duration_ms = (r.finished_at - r.started_at).whole_milliseconds().max(0) as u64;
+    let duration_ms = (r.finished_at - r.started_at).num_milliseconds().max(0);
     let c = &r.counts;
     tracing::info!(
         run_id = r.id,

@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::report::{Counts, Mode, RunError, RunRecord, Status, Trigger};
 
@@ -54,12 +53,12 @@ pub const DEFAULT_KEEP_RUNS: u32 = 10_000;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncPoint {
     /// Users changed after this are read by the next incremental run (before the overlap).
-    pub cursor: Option<OffsetDateTime>,
+    pub cursor: Option<DateTime<Utc>>,
     /// A fingerprint of the mapping and everything else that shapes what is sent, as of the
     /// last successful run.
     pub fingerprint: Option<String>,
     /// When the last successful full run started.
-    pub last_full: Option<OffsetDateTime>,
+    pub last_full: Option<DateTime<Utc>>,
     /// The fingerprint of a run that began pushing under settings other than the last
     /// successful run's and has not been followed by a successful run: until one succeeds,
     /// every run is full, since Pendo may hold that run's values for users no incremental run
@@ -340,7 +339,7 @@ impl State {
                 .optional()
                 .map_err(|e| self.query(e))
         };
-        let time = |v: Option<String>| v.and_then(|v| OffsetDateTime::parse(&v, &Rfc3339).ok());
+        let time = |v: Option<String>| v.and_then(|v| parse_rfc3339(&v));
         // Shares that do not read (an older or damaged entry) only turn the guard's first
         // rule off until the next successful full run.
         let field_shares = get("field_shares")?
@@ -545,8 +544,7 @@ impl RawRun {
     fn into_record(self) -> Result<RunRecord, String> {
         let id = self.id;
         let bad = |what: &str, v: &str| format!("run {id}: {what} \"{v}\" is not valid");
-        let time =
-            |v: &str, what: &str| OffsetDateTime::parse(v, &Rfc3339).map_err(|_| bad(what, v));
+        let time = |v: &str, what: &str| parse_rfc3339(v).ok_or_else(|| bad(what, v));
         Ok(RunRecord {
             id,
             trigger: Trigger::parse(&self.trigger).ok_or_else(|| bad("trigger", &self.trigger))?,
@@ -642,8 +640,14 @@ fn insert_run(conn: &Connection, r: &RunRecord) -> rusqlite::Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn parse_rfc3339(v: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -677,13 +681,13 @@ mod tests {
     use super::*;
 
     pub(crate) fn sample(status: Status) -> RunRecord {
-        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         RunRecord {
             id: 0,
             trigger: Trigger::Manual,
             mode: Mode::Full,
             started_at: t,
-            finished_at: t + time::Duration::seconds(3),
+            finished_at: t + chrono::Duration::seconds(3),
             status,
             status_code: 200,
             message: "ok".into(),
@@ -744,7 +748,7 @@ mod tests {
         assert_eq!(st.visitor_hash("a").unwrap(), Some(u64::MAX));
         assert_eq!(st.visitor_hash("b").unwrap(), Some(8));
         assert_eq!(st.visitor_hash("c").unwrap(), None);
-        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let point = SyncPoint {
             cursor: Some(t),
             fingerprint: Some("f1".into()),

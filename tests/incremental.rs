@@ -91,24 +91,20 @@ async fn only_the_touched_users_are_read_and_pushed() {
     assert_eq!(asked.len(), 1);
     let filter = asked[0].filter.clone().unwrap();
     assert!(filter.starts_with("lastUpdated gt \""), "{filter}");
-    let since = time::OffsetDateTime::parse(
+    let since = chrono::DateTime::parse_from_rfc3339(
         filter
             .trim_start_matches("lastUpdated gt \"")
             .trim_end_matches('"'),
-        &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
-    let first_start = time::OffsetDateTime::parse(
-        first["started_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
+    let first_start =
+        chrono::DateTime::parse_from_rfc3339(first["started_at"].as_str().unwrap()).unwrap();
     // The start is Okta's clock (the first page's whole-second `Date`), not the host's: on
     // one machine the two agree within the first request's round trip.
     let overlap = first_start - since;
     assert!(
-        overlap > time::Duration::minutes(5) - time::Duration::seconds(5)
-            && overlap < time::Duration::minutes(5) + time::Duration::seconds(1),
+        overlap > chrono::Duration::minutes(5) - chrono::Duration::seconds(5)
+            && overlap < chrono::Duration::minutes(5) + chrono::Duration::seconds(1),
         "{overlap}"
     );
 

@@ -91,12 +91,9 @@ async fn three_pages_every_user_pushed_once() {
     let v = pendo.visitor("user3@example.com").unwrap();
     assert_eq!(v["department"], user3["profile"]["department"]);
     assert_eq!(v["okta_status"], json!("ACTIVE"));
-    let ms = time::OffsetDateTime::parse(
-        user3["lastLogin"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap()
-    .unix_timestamp()
+    let ms = chrono::DateTime::parse_from_rfc3339(user3["lastLogin"].as_str().unwrap())
+        .unwrap()
+        .timestamp()
         * 1000;
     assert_eq!(v["last_login"], json!(ms));
     // User 0 has lastLogin null: with on_null = skip the field is left out.

@@ -199,16 +199,15 @@ async fn the_incremental_start_is_okta_s_clock_not_the_host_s() {
     );
     let filter = okta.requests().last().unwrap().filter.clone().unwrap();
     // Okta's clock less the 5-minute overlap: about 15 minutes before the host's.
-    let since = time::OffsetDateTime::parse(
+    let since = chrono::DateTime::parse_from_rfc3339(
         filter
             .trim_start_matches("lastUpdated gt \"")
             .trim_end_matches('"'),
-        &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
-    let behind = time::OffsetDateTime::now_utc() - since;
+    let behind = chrono::Utc::now() - since.with_timezone(&chrono::Utc);
     assert!(
-        behind > time::Duration::minutes(15) && behind < time::Duration::minutes(16),
+        behind > chrono::Duration::minutes(15) && behind < chrono::Duration::minutes(16),
         "{filter}: {behind}"
     );
 }

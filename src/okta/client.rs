@@ -105,7 +105,7 @@ pub struct Page {
     /// still good).
     pub next: Result<Option<Url>, OktaError>,
     /// Okta's clock when it answered (the response's `Date`), if it sent a readable one.
-    pub date: Option<time::OffsetDateTime>,
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An authenticated client for one Okta org.
@@ -427,7 +427,7 @@ impl OktaClient {
             .get(DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
-            .map(time::OffsetDateTime::from);
+            .map(chrono::DateTime::<chrono::Utc>::from);
         Ok(Page { users, next, date })
     }
 

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +79,7 @@ pub async fn run(
     cancel: CancellationToken,
     state: &Mutex<State>,
 ) -> Outcome {
-    let started_at = OffsetDateTime::now_utc();
+    let started_at = Utc::now();
     let (point, state_error) = match lock(state).sync_point() {
         Ok(point) => (point, None),
         Err(e) => (SyncPoint::default(), Some(e)),
@@ -233,8 +233,8 @@ pub async fn run(
 
 /// The mark a run's stored hashes carry: its start in Unix milliseconds (one run at a time
 /// writes a state file, and no two start in the same millisecond).
-fn run_mark(started_at: OffsetDateTime) -> i64 {
-    (started_at.unix_timestamp_nanos() / 1_000_000) as i64
+fn run_mark(started_at: DateTime<Utc>) -> i64 {
+    started_at.timestamp_millis()
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -52,7 +52,7 @@ pub(super) struct Pipeline<'s, 'w> {
     /// Per mapped field (in the mapping's order), how many records sent had a value for it.
     pub(super) with_value: Vec<u64>,
     /// Okta's clock at its first answer of the run (the `Date` of the first page).
-    pub(super) okta_clock: Option<OffsetDateTime>,
+    pub(super) okta_clock: Option<DateTime<Utc>>,
     /// The mark stored with this run's hashes.
     pub(super) mark: i64,
     /// The fingerprint to record as unsettled before the first push, when the settings differ

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use time::OffsetDateTime;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::{Settings, UserScope};
 use crate::mapping::AttributePath;
@@ -21,7 +21,7 @@ pub const FULL_SLACK: Duration = Duration::from_secs(3600);
 /// Whether a run reads everything or only what changed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    pub incremental_since: Option<OffsetDateTime>,
+    pub incremental_since: Option<DateTime<Utc>>,
     pub why: String,
     pub fingerprint: String,
 }
@@ -91,7 +91,7 @@ pub fn untracked_attribute(settings: &Settings) -> Option<&AttributePath> {
 }
 
 /// Decides whether a run is full or incremental, as SPEC's "Runs" says.
-pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: OffsetDateTime) -> Plan {
+pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: DateTime<Utc>) -> Plan {
     let fingerprint = fingerprint(settings);
     let every = settings.sync.full_sync_every.saturating_sub(FULL_SLACK);
     let full = |why: &str| Plan {
@@ -124,10 +124,14 @@ pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: Offse
             fingerprint,
         };
     }
-    match point.last_full {
-        Some(last) if now - last < every => Plan {
-            incremental_since: Some(cursor - OVERLAP),
-            why: format!("users changed since {}", okta_time(cursor - OVERLAP)),
+    let since = TimeDelta::from_std(OVERLAP)
+        .ok()
+        .and_then(|overlap| cursor.checked_sub_signed(overlap));
+    let every = TimeDelta::from_std(every).unwrap_or(TimeDelta::MAX);
+    match (point.last_full, since) {
+        (Some(last), Some(since)) if now - last < every => Plan {
+            incremental_since: Some(since),
+            why: format!("users changed since {}", okta_time(since)),
             fingerprint,
         },
         _ => full("the last full run is older than sync.full_sync_every"),
@@ -135,18 +139,8 @@ pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: Offse
 }
 
 /// Okta's timestamp form: `2026-11-28T06:00:00.000Z`.
-pub fn okta_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+pub fn okta_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 #[cfg(test)]
@@ -169,8 +163,8 @@ mod tests {
             .settings
     }
 
-    fn at(s: &str) -> OffsetDateTime {
-        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
     #[test]
