@@ -1,7 +1,7 @@
 //! OAuth 2.0 for an Okta service app: client credentials with a signed client assertion and
 //! DPoP-bound tokens, against a local token endpoint and API that verify what Okta verifies.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The command line as users meet it: config errors, the example config, `history`, `check`,
 //! usage errors and exit codes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,7 @@
 //!
 //! Every property is an invariant, and the cases are drawn from a fixed seed so that CI runs
 //! the same cases every time. To explore other cases locally, pick the seed and the count:
-//! `PROPTEST_RNG_SEED=$RANDOM PROPTEST_CASES=20000 cargo test --test properties`. A failure
+//! `PROPTEST_RNG_SEED=$RANDOM PROPTEST_CASES=20000 cargo test --test it properties::`. A failure
 //! found that way is saved to `proptest-regressions/properties.txt`; commit it with the fix,
 //! and every later run tries it first.
 

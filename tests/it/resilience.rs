@@ -1,7 +1,7 @@
 //! Resilience: secrets under full tracing, crashes, a second process on the same state file,
 //! and what the fault-injecting test servers throw at a run.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

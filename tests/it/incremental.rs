@@ -1,7 +1,7 @@
 //! Incremental runs: read only what Okta says changed, push only what differs from what was
 //! last pushed, and never lose a change.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};

@@ -2,7 +2,7 @@
 //! not make it so says so (SPEC "Runs"). Each test drives the real binary against local Okta
 //! and Pendo servers.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};

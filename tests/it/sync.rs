@@ -1,7 +1,7 @@
 //! End-to-end runs of `okta-pendo-sync sync` (the real binary) against local Okta and Pendo
 //! servers that speak the recorded wire formats.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, UNIX_EPOCH};

@@ -1,8 +1,6 @@
 //! Shared by the integration tests: a temporary config pointing at local Okta and Pendo test
 //! servers, and a way to run the real binary against it.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

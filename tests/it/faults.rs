@@ -1,7 +1,7 @@
 //! Hostile and failing servers: what each fault does to a run, and that no user is lost or
 //! pushed with a wrong value.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

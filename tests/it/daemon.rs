@@ -548,7 +548,7 @@ async fn stop_waits_for_the_running_sync() {
     assert_eq!(started.elapsed(), Duration::from_secs(25));
 }
 
-mod common;
+use crate::common;
 
 use common::{Parts, Setup};
 use okta_pendo_testkit::{FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource};

@@ -1,0 +1,16 @@
+//! The integration tests, one test binary: each module is one area of the product, most of
+//! them driving the real `okta-pendo-sync` binary against the local Okta and Pendo servers of
+//! the testkit. `common` holds the helpers they share.
+
+mod cli;
+mod common;
+mod daemon;
+mod faults;
+mod incremental;
+mod oauth;
+mod permissions;
+mod properties;
+mod resilience;
+mod sync;
+mod systemd;
+mod trust;
