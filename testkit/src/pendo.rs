@@ -49,6 +49,9 @@ pub struct PendoOptions {
     pub existing: ExistingVisitors,
     /// Keep received records for assertions; default true (benchmarks turn it off).
     pub record_values: bool,
+    /// Also keep the raw body of every POST, byte for byte, in [`ReceivedBatch::body`];
+    /// default false. For tests that compare exactly what was sent.
+    pub record_bodies: bool,
     /// Added latency per POST; default zero.
     pub batch_delay: Duration,
     /// Faults to inject, by POST number.
@@ -84,6 +87,7 @@ impl Default for PendoOptions {
             key: "pendo-test-key".to_owned(),
             existing: ExistingVisitors::All,
             record_values: true,
+            record_bodies: false,
             batch_delay: Duration::ZERO,
             faults: Vec::new(),
             schema: default_schema(),
@@ -206,6 +210,9 @@ pub struct ReceivedBatch {
     pub len: usize,
     /// What the server answered.
     pub status: u16,
+    /// The request body as received, when `record_bodies` is on (rejected POSTs included);
+    /// `None` otherwise.
+    pub body: Option<Vec<u8>>,
 }
 
 /// A local fake Pendo on 127.0.0.1. Serves until dropped.
@@ -405,6 +412,7 @@ async fn handle(
         records: Vec::new(),
         len: 0,
         status: 0,
+        body: shared.opts.record_bodies.then(|| body.to_vec()),
     };
     let (status, response) = match answer(&shared, n, group, &headers, &body, create, &mut batch) {
         Answer::Now(status, response) => (status, response),
