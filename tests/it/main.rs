@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod daemon;
 mod faults;
+mod golden;
 mod incremental;
 mod oauth;
 mod permissions;
