@@ -7,13 +7,11 @@
 //! validated like at start; a bad one is logged with its errors and the running one kept. Runs themselves are a
 //! [`Job`], so tests can drive the loop on paused time with a stand-in.
 
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +25,9 @@ use crate::state::State;
 /// The longest the loop sleeps before looking around again.
 pub const SLICE: Duration = Duration::from_secs(60);
 
+/// A running [`Job`].
+pub type JobFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// One run of the sync, as the daemon starts it.
 pub trait Job: Send + Sync + 'static {
     /// Runs (and records) one sync with these settings. Cancelling `cancel` interrupts it.
@@ -35,7 +36,7 @@ pub trait Job: Send + Sync + 'static {
         settings: Arc<Settings>,
         trigger: Trigger,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, ()>;
+    ) -> JobFuture;
 
     /// When the last run that got through started (succeeded or partial, not a dry run), for
     /// catch-up: an interrupted or failed run does not count as done.
@@ -49,9 +50,9 @@ pub struct Daemon {
     /// What the config file and its secret files held when last read (loaded or rejected),
     /// to notice an edit or a rotation.
     sources: Sources,
-    /// Keys the digests with a per-process secret: a digest of a secret file says nothing
-    /// about the secret outside this process.
-    hasher: std::collections::hash_map::RandomState,
+    /// Seeds the digests with a per-process random value: a digest of a secret file says
+    /// nothing about the secret outside this process.
+    seed: u64,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     job: Arc<dyn Job>,
@@ -65,13 +66,13 @@ impl Daemon {
         metrics: Arc<Metrics>,
         job: Arc<dyn Job>,
     ) -> Self {
-        let hasher = std::collections::hash_map::RandomState::new();
-        let sources = Sources::read(&config_path, &hasher);
+        let seed = fastrand::u64(..);
+        let sources = Sources::read(&config_path, seed);
         Daemon {
             config_path,
             settings: Arc::new(settings),
             sources,
-            hasher,
+            seed,
             clock,
             metrics,
             job,
@@ -207,7 +208,7 @@ impl Daemon {
     /// What changed since the config was last read, if anything: the config file, or a
     /// secret file it names (by key; never what it holds).
     fn sources_changed(&self) -> Option<String> {
-        let now = Sources::read(&self.config_path, &self.hasher);
+        let now = Sources::read(&self.config_path, self.seed);
         if now.config != self.sources.config {
             return Some("the config file changed".to_owned());
         }
@@ -231,7 +232,7 @@ impl Daemon {
     /// Loads the config again; a valid one replaces the running one, a bad one is logged and
     /// the running one kept.
     fn reload(&mut self, why: &str) {
-        self.sources = Sources::read(&self.config_path, &self.hasher);
+        self.sources = Sources::read(&self.config_path, self.seed);
         match config::load(&self.config_path) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
@@ -290,13 +291,13 @@ struct Sources {
 }
 
 impl Sources {
-    fn read(config_path: &Path, hasher: &impl BuildHasher) -> Sources {
+    fn read(config_path: &Path, seed: u64) -> Sources {
         Sources {
-            config: digest(config_path, hasher),
+            config: digest(config_path, seed),
             secrets: config::secret_files(config_path)
                 .into_iter()
                 .map(|(key, path)| {
-                    let d = digest(&path, hasher);
+                    let d = digest(&path, seed);
                     (key, path, d)
                 })
                 .collect(),
@@ -304,12 +305,10 @@ impl Sources {
     }
 }
 
-/// A keyed digest of the file's bytes (`None` when unreadable).
-fn digest(path: &Path, hasher: &impl BuildHasher) -> Option<u64> {
+/// A seeded digest of the file's bytes (`None` when unreadable).
+fn digest(path: &Path, seed: u64) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
-    let mut h = hasher.build_hasher();
-    h.write(&bytes);
-    Some(h.finish())
+    Some(xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, seed))
 }
 
 /// The real job: a sync with fresh clients, stored in the state database and counted in the
@@ -342,7 +341,7 @@ impl Job for SyncJob {
         settings: Arc<Settings>,
         trigger: Trigger,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
+    ) -> JobFuture {
         Box::pin(async move {
             let opts = crate::sync::RunOptions {
                 trigger,

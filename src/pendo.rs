@@ -17,16 +17,13 @@ use crate::retry::{Attempt, RetryPolicy, with_retry};
 const KEY_HEADER: &str = "x-pendo-integration-key";
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Pendo's answer to a metadata push. Absent fields and `null`s read as zero or empty.
+/// What the run reads of Pendo's answer to a metadata push (`total` and `failed` follow from
+/// these and what was sent). Absent fields and `null`s read as zero or empty.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct PushResponse {
     #[serde(deserialize_with = "null_as_default")]
-    pub total: u64,
-    #[serde(deserialize_with = "null_as_default")]
     pub updated: u64,
-    #[serde(deserialize_with = "null_as_default")]
-    pub failed: u64,
     #[serde(deserialize_with = "null_as_default")]
     pub missing: Vec<String>,
     #[serde(deserialize_with = "null_as_default")]
@@ -337,7 +334,7 @@ mod tests {
         assert_eq!(r.updated, 2);
         assert!(r.missing.is_empty() && r.errors.is_empty());
         let r: PushResponse = serde_json::from_str(r#"{"updated":1}"#).unwrap();
-        assert_eq!((r.total, r.updated), (0, 1));
+        assert_eq!(r.updated, 1);
     }
 
     #[test]

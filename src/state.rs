@@ -249,10 +249,6 @@ impl State {
         Ok(Some(state))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Keeps the newest `n` run records (at least one); older ones are dropped as runs are
     /// stored.
     pub fn keep_runs(mut self, n: u32) -> Self {
@@ -459,6 +455,7 @@ impl State {
     }
 
     /// Stores a finished run and returns its id.
+    #[cfg(test)]
     pub fn insert_run(&mut self, r: &RunRecord) -> Result<i64, StateError> {
         self.finish_run(r, None)
     }

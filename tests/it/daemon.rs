@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use okta_pendo_sync::config::{self, OktaCredentials, Settings};
-use okta_pendo_sync::daemon::{Daemon, Job};
+use okta_pendo_sync::daemon::{Daemon, Job, JobFuture};
 use okta_pendo_sync::metrics::Metrics;
 use okta_pendo_sync::report::Trigger;
 use okta_pendo_sync::schedule::{Clock, TokioClock};
@@ -33,7 +32,7 @@ impl Job for FakeJob {
         settings: Arc<Settings>,
         trigger: Trigger,
         _: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
+    ) -> JobFuture {
         let this = self;
         Box::pin(async move {
             this.runs.lock().unwrap().push((trigger, this.clock.now()));
