@@ -95,6 +95,19 @@ pub fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+/// `Retry-After` as seconds or as an HTTP date.
+pub fn retry_after(value: &str) -> Option<std::time::Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +120,21 @@ mod tests {
         assert!(!e.contains("s3cr3t"));
         assert!(e.contains("[redacted]"));
         assert!(e.chars().count() <= 301);
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = retry_after(&later).unwrap();
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 }

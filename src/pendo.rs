@@ -218,7 +218,7 @@ impl PendoClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(retry_after);
+            .and_then(http::retry_after);
         let body = match http::read_body(response, MAX_RESPONSE_BYTES).await {
             Ok(b) => b,
             Err(e @ http::BodyError::TooLarge { .. }) => {
@@ -307,23 +307,9 @@ pub fn unknown_field<'m>(detail: &str, mapping: &'m crate::mapping::Mapping) -> 
         })
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
-pub fn retry_after(value: &str) -> Option<std::time::Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(std::time::Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn nulls_and_absent_fields_read_as_empty() {
@@ -357,21 +343,5 @@ mod tests {
         // A 400 about a value, not about an unknown field.
         assert_eq!(unknown_field("title must be a string", &m), None);
         assert_eq!(unknown_field("bad request", &m), None);
-    }
-
-    #[test]
-    fn retry_after_in_both_forms() {
-        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(
-            retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
-        let d = retry_after(&later).unwrap();
-        assert!(
-            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
-            "{d:?}"
-        );
-        assert_eq!(retry_after("soon"), None);
     }
 }

@@ -502,7 +502,7 @@ impl OAuth {
             let retry_after = headers
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(crate::pendo::retry_after);
+                .and_then(crate::http::retry_after);
             return if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 // Okta's rate-limit headers, as for the API; else Retry-After.
                 let wait = match retry_after {

@@ -7,20 +7,19 @@
 //! The next Okta page is fetched while earlier users are mapped and pushed; the bounded channel
 //! and the cap on pushes in flight keep memory flat however many users there are.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Settings, UserScope};
+use crate::config::Settings;
 use crate::okta::{OktaClient, OktaError, Page};
 use crate::pendo::PendoClient;
-use crate::report::{Ending, Mode, ReadFailure, RunRecord, Status, Tally, Trigger};
+use crate::report::{Ending, Mode, ReadFailure, RunRecord, Status, Trigger};
 use crate::state::{Settled, State, SyncPoint};
 
 mod guard;
@@ -29,10 +28,8 @@ mod plan;
 mod push;
 mod seen;
 
-use guard::Guard;
 use pipeline::Pipeline;
 pub use plan::{FULL_SLACK, OVERLAP, Plan, fingerprint, okta_time, plan, untracked_attribute};
-use seen::{SeenIds, SeenVisitors};
 
 /// Pages read ahead of the mapper.
 const PAGES_AHEAD: usize = 2;
@@ -96,16 +93,12 @@ pub async fn run(
         (false, true) => Mode::Full,
         (false, false) => Mode::Incremental,
     };
-    tracing::info!(
-        mode = mode.as_str(),
-        "{} run: {}",
-        if plan.is_full() {
-            "full"
-        } else {
-            "incremental"
-        },
-        plan.why
-    );
+    let how = if plan.is_full() {
+        "full"
+    } else {
+        "incremental"
+    };
+    tracing::info!(mode = mode.as_str(), "{how} run: {}", plan.why);
     let since = plan.incremental_since.map(okta_time);
 
     let (page_tx, page_rx) = mpsc::channel(PAGES_AHEAD);
@@ -117,62 +110,19 @@ pub async fn run(
         page_tx,
     ));
 
-    // A real run under settings other than the last successful run's leaves a mark before its
-    // first push, so that the runs after it stay full until one succeeds.
-    let unsettle = (!opts.dry_run && point.fingerprint.as_deref() != Some(&plan.fingerprint))
-        .then(|| plan.fingerprint.clone());
-    let mut pipeline = Pipeline {
-        settings,
-        mapping: Arc::new(settings.mapping.clone()),
-        pendo: clients.pendo.clone(),
-        tally: Tally::default(),
-        batch: Vec::with_capacity(settings.pendo.batch_size.get()),
-        hashes: Vec::with_capacity(settings.pendo.batch_size.get()),
-        inflight: JoinSet::new(),
-        inflight_sizes: HashMap::new(),
-        dry_out,
-        seen: match &settings.okta.scope {
-            UserScope::Groups(ids) if ids.len() > 1 => Some(SeenIds::new()),
-            _ => None,
-        },
-        visitors: SeenVisitors::new(),
-        with_value: vec![0; settings.mapping.fields().len()],
-        okta_clock: None,
-        mark: run_mark(started_at),
-        unsettle,
-        guard: (plan.is_full() && settings.guard.enabled && !opts.force).then(|| {
-            // Without a count of known visitors the second rule stays off (a count of 0).
-            let known = lock(state).visitor_count().unwrap_or(0);
-            Guard::new(settings.guard.sample.get(), &point, known, settings)
-        }),
-        stop: None,
-        cancel,
-        grace: opts.grace,
-        grace_deadline: None,
-        state,
-        compare: !plan.is_full(),
-        drop_deprovisioned: !plan.is_full() && settings.okta.scope == UserScope::All,
-        state_trouble: state_error,
-    };
-    if let Some(e) = &pipeline.state_trouble {
-        pipeline.tally.error(None, format!("state: {e}"));
+    let mut pipeline = Pipeline::new(
+        settings, clients, opts, &plan, &point, dry_out, cancel, state,
+    );
+    pipeline.mark = run_mark(started_at);
+    if let Some(e) = state_error {
+        pipeline.state_failed(e);
     }
     pipeline.consume(page_rx).await;
     let read_failure = if pipeline.stop.is_some() {
         reader.abort();
         None
     } else {
-        match reader.await {
-            Ok(Ok(())) => None,
-            Ok(Err(ReadError(e))) => Some(ReadFailure {
-                status: e.http_status(),
-                error: Box::new(e),
-            }),
-            Err(e) => Some(ReadFailure {
-                status: 0,
-                error: Box::new(e),
-            }),
-        }
+        read_outcome(reader.await)
     };
     let Pipeline {
         tally,
@@ -183,20 +133,7 @@ pub async fn run(
         mark,
         ..
     } = pipeline;
-    let field_shares: Vec<(String, f64)> = settings
-        .mapping
-        .fields()
-        .iter()
-        .zip(&with_value)
-        .map(|(f, n)| {
-            let share = if tally.counts.records_processed == 0 {
-                0.0
-            } else {
-                *n as f64 / tally.counts.records_processed as f64
-            };
-            (f.field.clone(), share)
-        })
-        .collect();
+    let field_shares = shares(settings, &with_value, tally.counts.records_processed);
     let ending = Ending {
         started_at,
         trigger: opts.trigger,
@@ -229,6 +166,42 @@ pub async fn run(
         full_run: plan.is_full().then_some(mark),
     });
     Outcome { record, reached }
+}
+
+/// What the reader task came to: nothing, or the failure that ended the read.
+fn read_outcome(
+    joined: Result<Result<(), ReadError>, tokio::task::JoinError>,
+) -> Option<ReadFailure> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(ReadError(e))) => Some(ReadFailure {
+            status: e.http_status(),
+            error: Box::new(e),
+        }),
+        Err(e) => Some(ReadFailure {
+            status: 0,
+            error: Box::new(e),
+        }),
+    }
+}
+
+/// Per mapped field, the share of the records sent that had a value for it (the guard's
+/// yardstick for the next full run).
+fn shares(settings: &Settings, with_value: &[u64], sent: u64) -> Vec<(String, f64)> {
+    settings
+        .mapping
+        .fields()
+        .iter()
+        .zip(with_value)
+        .map(|(f, n)| {
+            let share = if sent == 0 {
+                0.0
+            } else {
+                *n as f64 / sent as f64
+            };
+            (f.field.clone(), share)
+        })
+        .collect()
 }
 
 /// The mark a run's stored hashes carry: its start in Unix milliseconds (one run at a time

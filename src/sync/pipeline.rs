@@ -18,12 +18,13 @@ use super::guard::Guard;
 use super::lock;
 use super::push::{Accepted, BatchOutcome, pendo_error, push_records};
 use super::seen::{SeenIds, SeenVisitors};
-use crate::config::Settings;
+use super::{Clients, Plan, RunOptions};
+use crate::config::{Settings, UserScope};
 use crate::mapping::{Mapping, Record, Unsendable};
 use crate::okta::Page;
 use crate::pendo::PendoClient;
 use crate::report::{Stop, Tally};
-use crate::state::{State, StateError};
+use crate::state::{State, StateError, SyncPoint};
 
 pub(super) struct Pipeline<'s, 'w> {
     pub(super) settings: &'s Settings,
@@ -65,6 +66,63 @@ pub(super) struct Pipeline<'s, 'w> {
     pub(super) grace: Duration,
     /// Set when cancellation is first seen: pushes in flight must end by then.
     pub(super) grace_deadline: Option<Instant>,
+}
+
+impl<'s, 'w> Pipeline<'s, 'w> {
+    /// A pipeline for one run, as its plan says.
+    #[allow(clippy::too_many_arguments)] // the run's whole context, handed over once
+    pub(super) fn new(
+        settings: &'s Settings,
+        clients: &Clients,
+        opts: RunOptions,
+        plan: &Plan,
+        point: &SyncPoint,
+        dry_out: Option<&'w mut (dyn Write + Send)>,
+        cancel: CancellationToken,
+        state: &'s Mutex<State>,
+    ) -> Self {
+        let full = plan.is_full();
+        // A real run under settings other than the last successful run's leaves a mark before
+        // its first push, so that the runs after it stay full until one succeeds.
+        let unsettle = (!opts.dry_run
+            && point.fingerprint.as_deref() != Some(plan.fingerprint.as_str()))
+        .then(|| plan.fingerprint.clone());
+        let guard = (full && settings.guard.enabled && !opts.force).then(|| {
+            // Without a count of known visitors the second rule stays off (a count of 0).
+            let known = lock(state).visitor_count().unwrap_or(0);
+            Guard::new(settings.guard.sample.get(), point, known, settings)
+        });
+        let batch_size = settings.pendo.batch_size.get();
+        Pipeline {
+            settings,
+            mapping: Arc::new(settings.mapping.clone()),
+            pendo: clients.pendo.clone(),
+            tally: Tally::default(),
+            batch: Vec::with_capacity(batch_size),
+            hashes: Vec::with_capacity(batch_size),
+            inflight: JoinSet::new(),
+            inflight_sizes: HashMap::new(),
+            dry_out,
+            seen: match &settings.okta.scope {
+                UserScope::Groups(ids) if ids.len() > 1 => Some(SeenIds::new()),
+                _ => None,
+            },
+            visitors: SeenVisitors::new(),
+            with_value: vec![0; settings.mapping.fields().len()],
+            okta_clock: None,
+            mark: 0,
+            unsettle,
+            guard,
+            stop: None,
+            cancel,
+            grace: opts.grace,
+            grace_deadline: None,
+            state,
+            compare: !full,
+            drop_deprovisioned: !full && settings.okta.scope == UserScope::All,
+            state_trouble: None,
+        }
+    }
 }
 
 impl Pipeline<'_, '_> {
@@ -115,7 +173,7 @@ impl Pipeline<'_, '_> {
         }
     }
 
-    fn state_failed(&mut self, e: StateError) {
+    pub(super) fn state_failed(&mut self, e: StateError) {
         if self.state_trouble.is_none() {
             tracing::error!("{e}");
             self.tally.error(None, format!("state: {e}"));
