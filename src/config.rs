@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::mapping::{AttributePath, FieldMapping, Mapping, OnNull, ValueType};
 use crate::retry::RetryPolicy;
 use crate::schedule::{CronSchedule, ScheduleError};
+use crate::signing::PrivateKey;
 
 /// Environment variables starting with this prefix (then `__SECTION__KEY`) override the file.
 pub const ENV_PREFIX: &str = "OKTA_PENDO_SYNC";
@@ -143,8 +144,8 @@ pub enum OktaCredentials {
 #[derive(Debug, Clone)]
 pub struct OAuthSettings {
     pub client_id: String,
-    /// The PEM private key whose public half is registered for the app.
-    pub private_key: SecretString,
+    /// The private key whose public half is registered for the app, parsed at load.
+    pub private_key: PrivateKey,
     /// Sent as `kid` when set.
     pub key_id: Option<String>,
     pub scopes: Vec<String>,
@@ -879,8 +880,8 @@ fn oauth_settings(
     };
     let private_key = s.secret("private_key", SecretKind::Pem, problems);
     let private_key = private_key.and_then(|k| {
-        match crate::okta::auth::parse_private_key(secrecy::ExposeSecret::expose_secret(&k)) {
-            Ok(_) => Some(k),
+        match PrivateKey::from_pem(secrecy::ExposeSecret::expose_secret(&k)) {
+            Ok(k) => Some(k),
             Err(why) => {
                 s.problem(problems, key_name, format!("{why} (value not shown)"));
                 None
@@ -1508,5 +1509,49 @@ department = "profile.department"
             .settings;
         let shown = format!("{s:?}");
         assert!(!shown.contains("00abcSECRET") && !shown.contains("pendoSECRET"));
+    }
+
+    #[test]
+    fn the_oauth_key_is_parsed_at_load_and_never_shown() {
+        use okta_pendo_testkit::keys;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("okta.pem");
+        std::fs::write(&key, keys::EC_PRIVATE_PEM).unwrap();
+        let oauth = format!(
+            "[okta.oauth]\nclient_id = \"0oa1\"\nprivate_key_file = \"{}\"\n",
+            key.display()
+        );
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"\n", "") + &oauth;
+        let s = load_with_env(&write(&dir, &text), Some(BTreeMap::new()))
+            .unwrap()
+            .settings;
+        let OktaCredentials::OAuth(o) = &s.okta.credentials else {
+            panic!("{:?}", s.okta.credentials);
+        };
+        assert_eq!(o.private_key.algorithm(), jsonwebtoken::Algorithm::ES256);
+        let shown = format!("{s:?} {s:#?}");
+        for line in keys::EC_PRIVATE_PEM
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+        {
+            assert!(!shown.contains(line), "{shown}");
+        }
+
+        // Inline, the same key reads alike; a broken one is refused on its own key.
+        let inline = format!(
+            "[okta.oauth]\nclient_id = \"0oa1\"\nprivate_key = '''\n{}'''\n",
+            keys::RSA_PRIVATE_PEM
+        );
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"\n", "") + &inline;
+        let s = load_with_env(&write(&dir, &text), Some(BTreeMap::new()))
+            .unwrap()
+            .settings;
+        assert!(matches!(&s.okta.credentials, OktaCredentials::OAuth(o)
+            if o.private_key.algorithm() == jsonwebtoken::Algorithm::RS256));
+        let broken = text.replace("MII", "XII");
+        let err = load_with_env(&write(&dir, &broken), Some(BTreeMap::new())).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].key, "okta.oauth.private_key", "{err}");
+        assert!(err.problems[0].message.contains("value not shown"), "{err}");
     }
 }

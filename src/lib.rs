@@ -4,8 +4,9 @@
 //! attributes of each to Pendo fields ([`mapping`]), pushes them to Pendo in batches with bounded
 //! concurrency ([`pendo`]) and stores a record of what happened ([`state`], [`report`]).
 //! [`sync`] wires that pipeline; [`config`] turns the TOML file and environment into validated
-//! settings; [`app`] and [`cli`] are the command line; [`retry`] is the back-off both clients
-//! share; [`http`] what else they share; [`telemetry`] the logs; [`shutdown`] the signals.
+//! settings ([`signing`]: the OAuth private key it reads); [`app`] and [`cli`] are the command
+//! line; [`retry`] is the back-off both clients share; [`http`] what else they share;
+//! [`telemetry`] the logs; [`shutdown`] the signals.
 //! [`daemon`] runs syncs on the [`schedule`] and, with [`server`], serves health and
 //! [`metrics`].
 
@@ -28,6 +29,7 @@ pub mod runner;
 pub mod schedule;
 pub mod server;
 pub mod shutdown;
+pub mod signing;
 pub mod state;
 pub mod sync;
 pub mod telemetry;

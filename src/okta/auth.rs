@@ -39,6 +39,7 @@ use crate::config::OAuthSettings;
 use crate::http;
 use crate::metrics::{Metrics, Service};
 use crate::retry::{Attempt, RetryPolicy, with_retry};
+use crate::signing::PrivateKey;
 
 /// A token is renewed this long before it expires.
 const RENEW_EARLY: Duration = Duration::from_secs(60);
@@ -154,8 +155,7 @@ pub struct OAuth {
     http: reqwest::Client,
     token_url: Url,
     client_id: String,
-    key: EncodingKey,
-    alg: Algorithm,
+    key: PrivateKey,
     key_id: Option<String>,
     scopes: Vec<String>,
     dpop: DpopKey,
@@ -255,29 +255,6 @@ fn htu(url: &Url) -> String {
     u.to_string()
 }
 
-/// Parses a PEM private key: RSA (PKCS#1 or PKCS#8) for RS256, or EC P-256 for ES256.
-pub fn parse_private_key(pem: &str) -> Result<(EncodingKey, Algorithm), String> {
-    let looks_ec = pem.contains("BEGIN EC PRIVATE KEY");
-    let rsa = || EncodingKey::from_rsa_pem(pem.as_bytes()).map(|k| (k, Algorithm::RS256));
-    let ec = || EncodingKey::from_ec_pem(pem.as_bytes()).map(|k| (k, Algorithm::ES256));
-    let parsed = if looks_ec {
-        ec().or_else(|_| rsa())
-    } else {
-        rsa().or_else(|_| ec())
-    };
-    let (key, alg) = parsed.map_err(|_| {
-        "is not a PEM RSA or EC (P-256) private key (\"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE \
-         KEY\" or \"BEGIN EC PRIVATE KEY\")"
-            .to_owned()
-    })?;
-    // Sign once, so a key that parses but cannot sign fails now, not at the first run.
-    let mut header = Header::new(alg);
-    header.typ = Some("JWT".into());
-    jsonwebtoken::encode(&header, &serde_json::json!({"probe": true}), &key)
-        .map_err(|e| format!("cannot sign with it: {e}"))?;
-    Ok((key, alg))
-}
-
 impl OAuth {
     /// The client of one service app; its token requests are retried under `retry` and counted
     /// in `metrics` as Okta requests.
@@ -288,7 +265,6 @@ impl OAuth {
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let (key, alg) = parse_private_key(settings.private_key.expose_secret())?;
         let token_url = org
             .join("oauth2/v1/token")
             .map_err(|e| format!("cannot build the token URL: {e}"))?;
@@ -296,8 +272,7 @@ impl OAuth {
             http,
             token_url,
             client_id: settings.client_id.clone(),
-            key,
-            alg,
+            key: settings.private_key.clone(),
             key_id: settings.key_id.clone(),
             scopes: settings.scopes.clone(),
             dpop: DpopKey::generate()?,
@@ -314,7 +289,7 @@ impl OAuth {
 
     fn assertion(&self) -> Result<String, OktaError> {
         let now = unix_now();
-        let mut header = Header::new(self.alg);
+        let mut header = Header::new(self.key.algorithm());
         header.kid = self.key_id.clone();
         let aud = self.token_url.as_str();
         let claims = AssertionClaims {
@@ -325,8 +300,10 @@ impl OAuth {
             exp: now + ASSERTION_LIFETIME,
             jti: random_id(),
         };
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| OktaError::OAuth {
-            what: format!("cannot sign the client assertion: {e}"),
+        jsonwebtoken::encode(&header, &claims, self.key.encoding_key()).map_err(|e| {
+            OktaError::OAuth {
+                what: format!("cannot sign the client assertion: {e}"),
+            }
         })
     }
 
@@ -633,15 +610,6 @@ mod tests {
         assert_eq!(htu(&u), "https://a.okta.com/api/v1/users");
         let u = Url::parse("http://127.0.0.1:8080/oauth2/v1/token").unwrap();
         assert_eq!(htu(&u), "http://127.0.0.1:8080/oauth2/v1/token");
-    }
-
-    #[test]
-    fn bad_keys_are_refused_in_words() {
-        let e = parse_private_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .err()
-            .unwrap();
-        assert!(e.contains("is not a PEM RSA or EC"), "{e}");
-        assert!(parse_private_key("not pem at all").is_err());
     }
 
     #[test]
