@@ -1,0 +1,754 @@
+//! Configuration: the TOML file plus `OKTA_PENDO_SYNC__SECTION__KEY` environment overrides,
+//! turned into validated [`Settings`] once, with every problem reported at once and its key.
+//!
+//! The loader walks the merged tree itself instead of handing it to one `Deserialize`: serde
+//! stops at the first error, while an operator editing the file wants the whole list. Values are
+//! taken key by key; whatever is left over in a table is an unknown key. Secrets are read as
+//! [`SecretString`] and their values never appear in an error message.
+
+mod read;
+mod sections;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Map, Source, Value, ValueKind};
+use secrecy::SecretString;
+use url::Url;
+
+use crate::mapping::{AttributePath, Mapping, OnNull};
+use crate::retry::RetryPolicy;
+use crate::schedule::CronSchedule;
+use crate::signing::PrivateKey;
+use read::Choice;
+
+/// Environment variables starting with this prefix (then `__SECTION__KEY`) override the file.
+pub const ENV_PREFIX: &str = "OKTA_PENDO_SYNC";
+/// The config path used when neither `--config` nor `$OKTA_PENDO_SYNC_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/okta-pendo-sync/config.toml";
+
+/// Every key the loader accepts (besides the free-form `[mapping]` table). The commented
+/// example config documents each; a debug assertion keeps this list complete.
+pub const KEYS: &[&str] = &[
+    "okta.org_url",
+    "okta.api_token",
+    "okta.api_token_file",
+    "okta.filter",
+    "okta.search",
+    "okta.group_ids",
+    "okta.page_size",
+    "okta.rate_limit_share",
+    "okta.connect_timeout",
+    "okta.request_timeout",
+    "okta.oauth.client_id",
+    "okta.oauth.private_key",
+    "okta.oauth.private_key_file",
+    "okta.oauth.key_id",
+    "okta.oauth.scopes",
+    "pendo.integration_key",
+    "pendo.integration_key_file",
+    "pendo.region",
+    "pendo.base_url",
+    "pendo.metadata_group",
+    "pendo.batch_size",
+    "pendo.concurrency",
+    "pendo.connect_timeout",
+    "pendo.request_timeout",
+    "sync.visitor_id_key",
+    "sync.create_missing_visitors",
+    "sync.on_null",
+    "sync.shutdown_grace",
+    "sync.full_sync_every",
+    "state.path",
+    "state.keep_runs",
+    "guard.enabled",
+    "guard.sample",
+    "log.level",
+    "log.format",
+    "log.directory",
+    "log.max_files",
+    "schedule.cron",
+    "schedule.timezone",
+    "schedule.run_on_start",
+    "schedule.catch_up",
+    "server.listen",
+    "retry.max_attempts",
+    "retry.base_delay",
+    "retry.max_delay",
+    "retry.max_elapsed",
+];
+
+/// Everything a run needs, validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// `[okta]`: where and how users are read.
+    pub okta: OktaSettings,
+    /// `[pendo]`: where and how metadata is pushed.
+    pub pendo: PendoSettings,
+    /// `[sync]`: how Okta users become Pendo visitors.
+    pub sync: SyncSettings,
+    /// `[mapping]`: which Okta attribute goes to which Pendo field.
+    pub mapping: Mapping,
+    /// `[state]`: the state database.
+    pub state: StateSettings,
+    /// `[log]`: what is logged, and where.
+    pub log: LogSettings,
+    /// `[guard]`: the check of a full run's sample before it pushes.
+    pub guard: GuardSettings,
+    /// `[retry]`: how both clients retry.
+    pub retry: RetryPolicy,
+    /// `[schedule]`: when the daemon runs.
+    pub schedule: ScheduleSettings,
+    /// `server.listen`: where the daemon serves `/healthz` and `/metrics`, if anywhere.
+    pub server: Option<SocketAddr>,
+}
+
+/// `[schedule]`: when the daemon runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSettings {
+    /// `cron` read in `timezone` (default: Mondays at 06:00 UTC).
+    pub cron: CronSchedule,
+    /// Run once right after the daemon starts (default: no).
+    pub run_on_start: bool,
+    /// On start, run once if a scheduled run was missed while the daemon was down (default:
+    /// yes).
+    pub catch_up: bool,
+}
+
+/// `[okta]`: where and how to read users.
+#[derive(Debug)]
+pub struct OktaSettings {
+    /// The org, e.g. `https://acme.okta.com` (`http://` only for loopback hosts).
+    pub org_url: Url,
+    /// How to authenticate: an SSWS token (`api_token`, `api_token_file`) or an OAuth service
+    /// app (`[okta.oauth]`), exactly one of them.
+    pub credentials: OktaCredentials,
+    /// Which users are in scope: `filter`, `search` or `group_ids`, at most one (default:
+    /// Okta's default list).
+    pub scope: UserScope,
+    /// Users per page, 1 to 200, Okta's maximum (default: 200).
+    pub page_size: u32,
+    /// The share of the org's rate-limit budget this sync may use, in (0, 1] (default: 0.5).
+    pub rate_limit_share: f64,
+    /// `connect_timeout` (default 10 s) and `request_timeout` (default 60 s).
+    pub timeouts: Timeouts,
+}
+
+/// Connection and whole-request time limits of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `connect_timeout`: how long setting up a connection may take.
+    pub connect: Duration,
+    /// `request_timeout`: how long one request may take, answer included.
+    pub request: Duration,
+}
+
+/// How the client authenticates to Okta.
+#[derive(Debug)]
+pub enum OktaCredentials {
+    /// `Authorization: SSWS {token}`, from `api_token` or `api_token_file`.
+    Ssws(SecretString),
+    /// OAuth 2.0 client credentials for a service app (`[okta.oauth]`).
+    OAuth(OAuthSettings),
+}
+
+/// `[okta.oauth]`: an Okta service app.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// `client_id`: the app's Client ID (`0oa...`).
+    pub client_id: String,
+    /// `private_key` or `private_key_file`: the private key whose public half is registered for
+    /// the app, parsed at load.
+    pub private_key: PrivateKey,
+    /// `key_id`: sent as the assertion's `kid` when set.
+    pub key_id: Option<String>,
+    /// `scopes` (default: `okta.users.read`, and `okta.groups.read` with `group_ids`).
+    pub scopes: Vec<String>,
+}
+
+/// Which users a run reads. Okta takes at most one of these, so the type allows one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserScope {
+    /// Okta's default list (every user but deprovisioned ones).
+    All,
+    /// `okta.filter`: `GET /api/v1/users?filter=…`
+    Filter(String),
+    /// `okta.search`: `GET /api/v1/users?search=…`
+    Search(String),
+    /// `okta.group_ids`: the members of these groups, each user once.
+    Groups(Vec<String>),
+}
+
+/// `[pendo]`: where and how to push metadata.
+#[derive(Debug)]
+pub struct PendoSettings {
+    /// `base_url`, else the host of `region` (default: `us`).
+    pub base_url: Url,
+    /// `integration_key` or `integration_key_file`: the Pendo integration key.
+    pub integration_key: SecretString,
+    /// `metadata_group`: where the values are written (default: `custom`).
+    pub metadata_group: MetadataGroup,
+    /// `batch_size`: visitors per request, 1 to 10,000 (default: 500).
+    pub batch_size: NonZeroUsize,
+    /// `concurrency`: requests in flight at once, 1 to 64 (default: 4).
+    pub concurrency: NonZeroUsize,
+    /// `connect_timeout` (default 10 s) and `request_timeout` (default 330 s: Pendo answers
+    /// 408 only after 5 minutes).
+    pub timeouts: Timeouts,
+}
+
+/// The Pendo metadata group the values are written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataGroup {
+    /// `custom`: custom fields (Settings > Data Mappings).
+    Custom,
+    /// `agent`: the agent metadata group.
+    Agent,
+}
+
+impl MetadataGroup {
+    /// The name Pendo's API and the config file use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetadataGroup::Custom => "custom",
+            MetadataGroup::Agent => "agent",
+        }
+    }
+}
+
+impl Choice for MetadataGroup {
+    const ALL: &'static [Self] = &[MetadataGroup::Custom, MetadataGroup::Agent];
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// The Pendo regions (`pendo.region`) and their hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// `us`: `app.pendo.io`.
+    Us,
+    /// `us1`: `us1.app.pendo.io`.
+    Us1,
+    /// `eu`: `app.eu.pendo.io`.
+    Eu,
+    /// `jpn`: `app.jpn.pendo.io`.
+    Jpn,
+    /// `au`: `app.au.pendo.io`.
+    Au,
+}
+
+impl Region {
+    /// The API host of the region.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://app.pendo.io",
+            Region::Us1 => "https://us1.app.pendo.io",
+            Region::Eu => "https://app.eu.pendo.io",
+            Region::Jpn => "https://app.jpn.pendo.io",
+            Region::Au => "https://app.au.pendo.io",
+        }
+    }
+}
+
+impl Choice for Region {
+    const ALL: &'static [Self] = &[Region::Us, Region::Us1, Region::Eu, Region::Jpn, Region::Au];
+    const NOUN: Option<&'static str> = Some("region");
+    fn name(self) -> &'static str {
+        match self {
+            Region::Us => "us",
+            Region::Us1 => "us1",
+            Region::Eu => "eu",
+            Region::Jpn => "jpn",
+            Region::Au => "au",
+        }
+    }
+}
+
+/// `[sync]`: how Okta users become Pendo visitors.
+#[derive(Debug)]
+pub struct SyncSettings {
+    /// `visitor_id_key`: the Okta attribute whose value is the Pendo visitor ID (default:
+    /// `profile.login`).
+    pub visitor_id_key: AttributePath,
+    /// `create_missing_visitors`: create visitors Pendo does not know yet; when false they are
+    /// reported as missing (default: no).
+    pub create_missing_visitors: bool,
+    /// `on_null`: what an attribute without a value does to the Pendo field (default: `skip`).
+    pub on_null: OnNull,
+    /// `shutdown_grace`: after SIGTERM/SIGINT, how long pushes in flight may take to finish
+    /// (default: 10 s).
+    pub shutdown_grace: Duration,
+    /// `full_sync_every`: a run is full when the last full run is older than this (default:
+    /// 7 days).
+    pub full_sync_every: Duration,
+}
+
+/// `[state]`: the state database.
+#[derive(Debug)]
+pub struct StateSettings {
+    /// `path`: the SQLite file holding the run records and what incremental runs need.
+    pub path: PathBuf,
+    /// `keep_runs`: how many run records are kept, 1 to 100,000,000; older ones are dropped as
+    /// runs are stored (default: 10,000).
+    pub keep_runs: u32,
+}
+
+/// `[guard]`: before a full run pushes anything, it maps a sample and holds the run when the
+/// sample looks like a broken attribute path or visitor ID key (SPEC "Runs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// `enabled`: whether full runs are checked at all (default: yes).
+    pub enabled: bool,
+    /// `sample`: how many users are mapped and judged before a full run pushes, 1 to 100,000
+    /// (default: 1,000).
+    pub sample: NonZeroUsize,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// `level`: a `tracing` filter directive such as `info` or `okta_pendo_sync=debug`
+    /// (default: `info`).
+    pub level: String,
+    /// `format`: the shape of log lines (default: `text`).
+    pub format: LogFormat,
+    /// `directory`: also write daily-rotated files here.
+    pub directory: Option<PathBuf>,
+    /// `max_files`: how many daily files to keep, 1 to 3650 (default: 14).
+    pub max_files: usize,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `text`: for people.
+    Text,
+    /// `json`: one JSON object a line, for log collectors.
+    Json,
+}
+
+impl Choice for LogFormat {
+    const ALL: &'static [Self] = &[LogFormat::Text, LogFormat::Json];
+    fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, dotted (`okta.page_size`), or `(file)` for the file as a whole.
+    pub key: String,
+    /// What is wrong, never quoting a secret.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded: every problem found, each with its key.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// Every problem found in it and in the environment's overrides.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration {} ({n} problem{}):",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A loaded configuration and the warnings it deserves (not errors: it still runs).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated settings.
+    pub settings: Settings,
+    /// Things to log at start, e.g. an inline secret in a file others may read.
+    pub warnings: Vec<String>,
+}
+
+/// Picks the config path: the flag, else `$OKTA_PENDO_SYNC_CONFIG`, else the default.
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("OKTA_PENDO_SYNC_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Loads the file at `path`, applies the process environment's overrides and validates.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with_env(path, None)
+}
+
+/// Like [`load`], with the environment given explicitly (tests) instead of the process's.
+pub fn load_with_env(
+    path: &Path,
+    env: Option<BTreeMap<String, String>>,
+) -> Result<Loaded, ConfigError> {
+    let error = |problems| ConfigError {
+        path: path.to_owned(),
+        problems,
+    };
+    let file_problem = |message| {
+        error(vec![Problem {
+            key: "(file)".into(),
+            message,
+        }])
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| file_problem(format!("cannot read the config file: {e}")))?;
+    let file = parse(&text).map_err(file_problem)?;
+    let warnings = inline_secret_warning(path, &file).into_iter().collect();
+    let merged = with_env(file, env).map_err(|e| file_problem(e.to_string()))?;
+    let settings = sections::validate(merged).map_err(error)?;
+    Ok(Loaded { settings, warnings })
+}
+
+/// The file's text, parsed once, by the config crate.
+fn parse(text: &str) -> Result<config::Config, String> {
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| syntax_error(text, &e))
+}
+
+/// Where the file is not TOML, by line and column. The config crate's message quotes the line,
+/// which could hold a secret; the TOML error it carries gives the message and a byte offset
+/// without it, and the text is looked at again only to turn that offset into a line and column.
+fn syntax_error(text: &str, e: &config::ConfigError) -> String {
+    let toml = match e {
+        config::ConfigError::FileParse { cause, .. } => cause.downcast_ref::<toml::de::Error>(),
+        _ => None,
+    };
+    let Some(toml) = toml else {
+        return format!("not valid TOML: {e}");
+    };
+    let at = toml
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    format!("not valid TOML{at}: {}", toml.message())
+}
+
+/// The file with the environment's overrides (the process's, or `env`) on top.
+fn with_env(
+    file: config::Config,
+    env: Option<BTreeMap<String, String>>,
+) -> Result<Map<String, Value>, config::ConfigError> {
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(false);
+    if let Some(env) = env {
+        environment = environment.source(Some(env.into_iter().collect()));
+    }
+    config::Config::builder()
+        .add_source(file)
+        .add_source(environment)
+        .build()
+        .and_then(|c| c.collect())
+}
+
+/// The value at a dotted key (`okta.oauth.private_key`) of a tree.
+fn lookup<'a>(root: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let (tables, last) = key.rsplit_once('.')?;
+    let mut table = root;
+    for name in tables.split('.') {
+        match &table.get(name)?.kind {
+            ValueKind::Table(inner) => table = inner,
+            _ => return None,
+        }
+    }
+    table.get(last)
+}
+
+/// The files the config at `path` reads secrets from (its `*_file` keys, with the process
+/// environment's overrides), each with its key, whether or not the config is otherwise valid:
+/// the daemon watches them to notice a rotated secret. A config that cannot be read or parsed
+/// names none.
+pub fn secret_files(path: &Path) -> Vec<(&'static str, PathBuf)> {
+    let Some(root) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| parse(&text).ok())
+        .and_then(|file| with_env(file, None).ok())
+    else {
+        return Vec::new();
+    };
+    KEYS.iter()
+        .filter(|key| key.ends_with("_file"))
+        .filter_map(|key| {
+            let file = lookup(&root, key)?.clone().into_string().ok()?;
+            Some((*key, PathBuf::from(file)))
+        })
+        .collect()
+}
+
+/// A warning when the file holds a secret inline (a key that has a `*_file` twin) and other
+/// users may read it.
+fn inline_secret_warning(path: &Path, file: &config::Config) -> Option<String> {
+    let file = file.collect().ok()?;
+    let inline: Vec<&str> = KEYS
+        .iter()
+        .filter_map(|key| key.strip_suffix("_file"))
+        .filter(|key| lookup(&file, key).is_some())
+        .collect();
+    if inline.is_empty() {
+        return None;
+    }
+    let mode = file_mode(path)?;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds a secret inline ({}) and other users may read it (mode {mode:o}): \
+             run `chmod 600` on it or move the secret to the matching *_file key",
+            path.display(),
+            inline.join(", ")
+        )
+    })
+}
+
+/// The file's permission bits, where there are such.
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(std::fs::metadata(path).ok()?.permissions().mode() & 0o777)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &Path) -> Option<u32> {
+    None
+}
+
+/// Parses a service URL: `https://`, or `http://` for loopback hosts only; no path, query or
+/// credentials. The result has no trailing slash in its path.
+pub fn service_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("\"{raw}\" is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(format!(
+                "\"{raw}\" uses http://, which is allowed only for loopback hosts; use https://"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "\"{raw}\": scheme {other}:// is not supported; use https://"
+            ));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("\"{raw}\" has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials in the URL".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+        return Err(format!(
+            "\"{raw}\" must be just scheme and host (and port), without a path or query"
+        ));
+    }
+    Ok(url)
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const MINIMAL: &str = r#"
+[okta]
+org_url = "https://acme.okta.com"
+api_token = "00abcSECRET"
+[pendo]
+integration_key = "pendoSECRET"
+[mapping]
+department = "profile.department"
+"#;
+
+    #[test]
+    fn secret_files_are_listed_with_their_keys_even_when_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "[okta]\nnot_a_key = 1\n[okta.oauth]\nprivate_key_file = \"/k.pem\"\n\
+             [pendo]\nintegration_key_file = \"/p.key\"\n",
+        );
+        assert_eq!(
+            secret_files(&path),
+            [
+                ("okta.oauth.private_key_file", PathBuf::from("/k.pem")),
+                ("pendo.integration_key_file", PathBuf::from("/p.key")),
+            ]
+        );
+        assert!(secret_files(&dir.path().join("missing.toml")).is_empty());
+        assert!(secret_files(&write(&dir, MINIMAL)).is_empty());
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_with_env(&write(&dir, MINIMAL), Some(BTreeMap::new())).unwrap();
+        let s = loaded.settings;
+        assert_eq!(s.okta.page_size, 200);
+        assert_eq!(s.okta.scope, UserScope::All);
+        assert_eq!(s.pendo.base_url.as_str(), "https://app.pendo.io/");
+        assert_eq!(s.pendo.batch_size.get(), 500);
+        assert_eq!(s.pendo.concurrency.get(), 4);
+        assert_eq!(s.sync.visitor_id_key.as_str(), "profile.login");
+        assert_eq!(s.sync.on_null, OnNull::Skip);
+        assert_eq!(s.log.format, LogFormat::Text);
+        match &s.okta.credentials {
+            OktaCredentials::Ssws(t) => assert_eq!(t.expose_secret(), "00abcSECRET"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn env_overrides_without_parsing_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = BTreeMap::from([
+            (
+                "OKTA_PENDO_SYNC__OKTA__API_TOKEN".to_owned(),
+                "0123".to_owned(),
+            ),
+            (
+                "OKTA_PENDO_SYNC__PENDO__BATCH_SIZE".to_owned(),
+                "50".to_owned(),
+            ),
+            ("OKTA_PENDO_SYNC__PENDO__REGION".to_owned(), "eu".to_owned()),
+            ("OKTA_PENDO_SYNC_CONFIG".to_owned(), "/elsewhere".to_owned()),
+        ]);
+        let s = load_with_env(&write(&dir, MINIMAL), Some(env))
+            .unwrap()
+            .settings;
+        match &s.okta.credentials {
+            OktaCredentials::Ssws(t) => assert_eq!(t.expose_secret(), "0123"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.pendo.batch_size.get(), 50);
+        assert_eq!(s.pendo.base_url.as_str(), "https://app.eu.pendo.io/");
+    }
+
+    #[test]
+    fn http_only_for_loopback() {
+        assert!(service_url("http://127.0.0.1:8080").is_ok());
+        assert!(service_url("http://localhost:1").is_ok());
+        assert!(service_url("http://[::1]:1").is_ok());
+        assert!(service_url("http://acme.okta.com").is_err());
+        assert!(service_url("https://acme.okta.com/api").is_err());
+        assert!(service_url("ftp://acme.okta.com").is_err());
+    }
+
+    #[test]
+    fn secrets_never_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"", "api_token = 12345678");
+        let err = load_with_env(&write(&dir, &text), Some(BTreeMap::new())).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("okta.api_token"), "{shown}");
+        assert!(!shown.contains("12345678"), "{shown}");
+
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"", "api_token = 00abcSECRET");
+        let err = load_with_env(&write(&dir, &text), Some(BTreeMap::new())).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("line 4"), "{shown}");
+        assert!(!shown.contains("00abcSECRET"), "{shown}");
+    }
+
+    #[test]
+    fn settings_debug_hides_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = load_with_env(&write(&dir, MINIMAL), Some(BTreeMap::new()))
+            .unwrap()
+            .settings;
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("00abcSECRET") && !shown.contains("pendoSECRET"));
+    }
+
+    #[test]
+    fn the_oauth_key_is_parsed_at_load_and_never_shown() {
+        use okta_pendo_testkit::keys;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("okta.pem");
+        std::fs::write(&key, keys::EC_PRIVATE_PEM).unwrap();
+        let oauth = format!(
+            "[okta.oauth]\nclient_id = \"0oa1\"\nprivate_key_file = \"{}\"\n",
+            key.display()
+        );
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"\n", "") + &oauth;
+        let s = load_with_env(&write(&dir, &text), Some(BTreeMap::new()))
+            .unwrap()
+            .settings;
+        let OktaCredentials::OAuth(o) = &s.okta.credentials else {
+            panic!("{:?}", s.okta.credentials);
+        };
+        assert_eq!(o.private_key.algorithm(), jsonwebtoken::Algorithm::ES256);
+        let shown = format!("{s:?} {s:#?}");
+        for line in keys::EC_PRIVATE_PEM
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+        {
+            assert!(!shown.contains(line), "{shown}");
+        }
+
+        // Inline, the same key reads alike; a broken one is refused on its own key.
+        let inline = format!(
+            "[okta.oauth]\nclient_id = \"0oa1\"\nprivate_key = '''\n{}'''\n",
+            keys::RSA_PRIVATE_PEM
+        );
+        let text = MINIMAL.replace("api_token = \"00abcSECRET\"\n", "") + &inline;
+        let s = load_with_env(&write(&dir, &text), Some(BTreeMap::new()))
+            .unwrap()
+            .settings;
+        assert!(matches!(&s.okta.credentials, OktaCredentials::OAuth(o)
+            if o.private_key.algorithm() == jsonwebtoken::Algorithm::RS256));
+        let broken = text.replace("MII", "XII");
+        let err = load_with_env(&write(&dir, &broken), Some(BTreeMap::new())).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].key, "okta.oauth.private_key", "{err}");
+        assert!(err.problems[0].message.contains("value not shown"), "{err}");
+    }
+}
