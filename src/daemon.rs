@@ -239,21 +239,7 @@ impl Daemon {
                     tracing::warn!("{w}");
                 }
                 let new = loaded.settings;
-                let old = &self.settings;
-                let mut restart = Vec::new();
-                if new.state.path != old.state.path {
-                    restart.push("state.path");
-                }
-                if new.server != old.server {
-                    restart.push("[server]");
-                }
-                if new.log.directory != old.log.directory
-                    || new.log.format != old.log.format
-                    || new.log.level != old.log.level
-                    || new.log.max_files != old.log.max_files
-                {
-                    restart.push("[log]");
-                }
+                let restart = new.needs_restart(&self.settings);
                 if !restart.is_empty() {
                     tracing::warn!(
                         "{} changed: that takes a restart; the rest applies now",

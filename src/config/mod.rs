@@ -107,6 +107,27 @@ pub struct Settings {
     pub server: Option<SocketAddr>,
 }
 
+impl Settings {
+    /// What differs from `old` and takes a restart to apply, by key or section: the daemon
+    /// opens the state database (`state.path`, `state.keep_runs`), binds the server
+    /// (`[server]`) and sets up logging (`[log]`) once, at start. Everything else applies from
+    /// the next run.
+    pub fn needs_restart(&self, old: &Settings) -> Vec<&'static str> {
+        [
+            ("state.path", self.state.path != old.state.path),
+            (
+                "state.keep_runs",
+                self.state.keep_runs != old.state.keep_runs,
+            ),
+            ("[server]", self.server != old.server),
+            ("[log]", self.log != old.log),
+        ]
+        .into_iter()
+        .filter_map(|(what, changed)| changed.then_some(what))
+        .collect()
+    }
+}
+
 /// `[schedule]`: when the daemon runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleSettings {
@@ -696,6 +717,44 @@ department = "profile.department"
         let shown = format!("{err} {err:?}");
         assert!(shown.contains("line 4"), "{shown}");
         assert!(!shown.contains("00abcSECRET"), "{shown}");
+    }
+
+    #[test]
+    fn what_needs_a_restart_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |extra: &str| {
+            load_with_env(
+                &write(&dir, &format!("{MINIMAL}{extra}")),
+                Some(BTreeMap::new()),
+            )
+            .unwrap()
+            .settings
+        };
+        let old = load("");
+        assert!(load("").needs_restart(&old).is_empty());
+        // What applies from the next run takes no restart.
+        let next_run = load(
+            "[sync]\non_null = \"clear\"\n[schedule]\ncron = \"@daily\"\n\
+             [retry]\nmax_attempts = 2\n[guard]\nsample = 5\n",
+        );
+        assert!(next_run.needs_restart(&old).is_empty());
+        let all = load(
+            "[state]\npath = \"/elsewhere.db\"\nkeep_runs = 5\n[server]\nlisten = \"9184\"\n\
+             [log]\nformat = \"json\"\n",
+        );
+        assert_eq!(
+            all.needs_restart(&old),
+            ["state.path", "state.keep_runs", "[server]", "[log]"]
+        );
+        for (extra, what) in [
+            ("[state]\nkeep_runs = 5\n", "state.keep_runs"),
+            ("[log]\nlevel = \"debug\"\n", "[log]"),
+            ("[log]\nmax_files = 3\n", "[log]"),
+            ("[log]\ndirectory = \"/var/log/x\"\n", "[log]"),
+        ] {
+            assert_eq!(load(extra).needs_restart(&old), [what], "{extra}");
+            assert_eq!(old.needs_restart(&load(extra)), [what], "{extra}");
+        }
     }
 
     #[test]
