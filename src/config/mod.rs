@@ -1,10 +1,12 @@
 //! Configuration: the TOML file plus `OKTA_PENDO_SYNC__SECTION__KEY` environment overrides,
 //! turned into validated [`Settings`] once, with every problem reported at once and its key.
 //!
-//! The loader walks the merged tree itself instead of handing it to one `Deserialize`: serde
-//! stops at the first error, while an operator editing the file wants the whole list. Values are
-//! taken key by key; whatever is left over in a table is an unknown key. Secrets are read as
-//! [`SecretString`] and their values never appear in an error message.
+//! The `config` crate is the one loader: it parses the file once and lays the environment over
+//! it. The merged tree is then walked key by key instead of handed to one `Deserialize`, because
+//! serde stops at the first error while an operator editing the file wants the whole list:
+//! `read` has one reader per kind of value, `sections` reads each section with them. What is
+//! left over in a table is an unknown key. Secrets are read as [`SecretString`] (the OAuth key as
+//! a [`PrivateKey`]) and their values never appear in an error message.
 
 mod read;
 mod sections;

@@ -119,6 +119,7 @@ impl Section {
         format!("{}.{}", self.name, key)
     }
 
+    /// Records "`key`: `message`".
     pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             key: self.key(key),
