@@ -81,8 +81,6 @@ impl Daemon {
 
     /// Runs until `stop` fires; then lets a running sync finish its grace period and returns.
     pub async fn run(mut self, mut reload: mpsc::Receiver<()>, stop: CancellationToken) {
-        let mut running: Option<JoinHandle<()>> = None;
-        let mut last_fire: Option<DateTime<Utc>> = None;
         self.metrics.beat(self.clock.now());
         let sched = &self.settings.schedule;
         tracing::info!(
@@ -90,17 +88,9 @@ impl Daemon {
             timezone = %sched.cron.zone(),
             "started"
         );
-        if sched.run_on_start {
-            tracing::info!("running once at start (schedule.run_on_start)");
-            running = Some(self.start(Trigger::Startup, &stop));
-        } else if sched.catch_up
-            && let Some(why) = self.missed_run()
-        {
-            tracing::info!("{why}: running once now (schedule.catch_up)");
-            running = Some(self.start(Trigger::Schedule, &stop));
-        }
-
-        'schedule: loop {
+        let mut running = self.start_up(&stop);
+        let mut last_fire: Option<DateTime<Utc>> = None;
+        loop {
             // Never the same fire twice, even if the clock steps back.
             let from = match last_fire {
                 Some(f) if f > self.clock.now() => f,
@@ -116,59 +106,19 @@ impl Daemon {
                 ),
                 None => tracing::warn!("the schedule has no next fire time"),
             }
-            let due = |clock: &dyn Clock| next.is_some_and(|t| clock.now() >= t);
-            // Sleep toward the fire, looking around at least once a minute. A reload recomputes
-            // the fire, unless it is already due: then it fires with the new settings.
-            loop {
-                let now = self.clock.now();
-                self.metrics.beat(now);
-                if due(&*self.clock) {
-                    break;
-                }
-                let slice = next.map_or(SLICE, |t| sleep_slice(now, t, SLICE));
-                tokio::select! {
-                    biased;
-                    () = stop.cancelled() => break 'schedule,
-                    Some(()) = reload.recv() => {
-                        self.reload("SIGHUP");
-                        if !due(&*self.clock) {
-                            continue 'schedule;
-                        }
-                    }
-                    () = finished(&mut running) => {
-                        if let Some(t) = next {
-                            tracing::info!(next_run = %t.to_rfc3339(), "run finished; next run at {}", self.settings.schedule.cron.local(t));
-                        }
-                    }
-                    () = tokio::time::sleep(slice) => {
-                        if let Some(why) = self.sources_changed() {
-                            self.reload(&why);
-                            if !due(&*self.clock) {
-                                continue 'schedule;
-                            }
-                        }
-                    }
-                }
+            match self.wait_for(next, &mut reload, &mut running, &stop).await {
+                Wait::Stop => break,
+                Wait::Again => continue,
+                Wait::Due => {}
             }
             last_fire = next;
             // The fire. Each one gives the runtime a turn and looks at `stop` first, so that
             // fires coming back to back could never keep a stop from being seen.
             tokio::task::yield_now().await;
             if stop.is_cancelled() {
-                break 'schedule;
+                break;
             }
-            // An edited file or a rotated secret applies from this run on.
-            if let Some(why) = self.sources_changed() {
-                self.reload(&why);
-            }
-            if running.as_ref().is_some_and(|h| !h.is_finished()) {
-                tracing::warn!(
-                    "a scheduled run is due but the previous one is still going: skipping this one"
-                );
-                self.metrics.skipped_fire();
-            } else {
-                running = Some(self.start(Trigger::Schedule, &stop));
-            }
+            self.fire(&mut running, &stop);
         }
 
         if let Some(handle) = running.take() {
@@ -178,6 +128,77 @@ impl Daemon {
             }
         }
         tracing::info!("stopped");
+    }
+
+    /// The run at start, if `run_on_start` asks for one or a scheduled run was missed.
+    fn start_up(&self, stop: &CancellationToken) -> Option<JoinHandle<()>> {
+        let sched = &self.settings.schedule;
+        if sched.run_on_start {
+            tracing::info!("running once at start (schedule.run_on_start)");
+            return Some(self.start(Trigger::Startup, stop));
+        }
+        if !sched.catch_up {
+            return None;
+        }
+        let why = self.missed_run()?;
+        tracing::info!("{why}: running once now (schedule.catch_up)");
+        Some(self.start(Trigger::Schedule, stop))
+    }
+
+    /// Sleeps toward the fire at `next`, looking around at least once a minute: a stop, a
+    /// reload (SIGHUP, an edited file, a rotated secret), a finished run. A reload recomputes
+    /// the fire unless it is already due: then it fires with the new settings.
+    async fn wait_for(
+        &mut self,
+        next: Option<DateTime<Utc>>,
+        reload: &mut mpsc::Receiver<()>,
+        running: &mut Option<JoinHandle<()>>,
+        stop: &CancellationToken,
+    ) -> Wait {
+        let due = |clock: &dyn Clock| next.is_some_and(|t| clock.now() >= t);
+        loop {
+            let now = self.clock.now();
+            self.metrics.beat(now);
+            if due(&*self.clock) {
+                return Wait::Due;
+            }
+            let slice = next.map_or(SLICE, |t| sleep_slice(now, t, SLICE));
+            let why = tokio::select! {
+                biased;
+                () = stop.cancelled() => return Wait::Stop,
+                Some(()) = reload.recv() => Some("SIGHUP".to_owned()),
+                () = finished(running) => {
+                    if let Some(t) = next {
+                        let local = self.settings.schedule.cron.local(t);
+                        tracing::info!(next_run = %t.to_rfc3339(), "run finished; next run at {local}");
+                    }
+                    None
+                }
+                () = tokio::time::sleep(slice) => self.sources_changed(),
+            };
+            if let Some(why) = why {
+                self.reload(&why);
+                if !due(&*self.clock) {
+                    return Wait::Again;
+                }
+            }
+        }
+    }
+
+    /// A fire: starts a run, unless the last one is still going (then the fire is skipped).
+    fn fire(&mut self, running: &mut Option<JoinHandle<()>>, stop: &CancellationToken) {
+        // An edited file or a rotated secret applies from this run on.
+        if let Some(why) = self.sources_changed() {
+            self.reload(&why);
+        }
+        if running.as_ref().is_some_and(|h| !h.is_finished()) {
+            tracing::warn!(
+                "a scheduled run is due but the previous one is still going: skipping this one"
+            );
+            self.metrics.skipped_fire();
+        } else {
+            *running = Some(self.start(Trigger::Schedule, stop));
+        }
     }
 
     fn start(&self, trigger: Trigger, stop: &CancellationToken) -> JoinHandle<()> {
@@ -254,6 +275,16 @@ impl Daemon {
             }
         }
     }
+}
+
+/// What waiting for a fire came to.
+enum Wait {
+    /// The fire is due.
+    Due,
+    /// The settings changed: compute the fire again.
+    Again,
+    /// Stop the daemon.
+    Stop,
 }
 
 /// Resolves when the running job (if any) finishes, and clears it; pending forever otherwise.

@@ -96,6 +96,13 @@ impl Metrics {
             heartbeat: AtomicI64::new(0),
             registry: Registry::default(),
         };
+        m.register(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Names and describes each metric in the registry.
+    fn register(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "requests",
             "HTTP requests by service and status (error: no response)",
@@ -157,7 +164,6 @@ impl Metrics {
             "When the run going now started (Unix time; 0 when none)",
             m.current_run_start.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// One HTTP answer (`None`: no response).

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -88,28 +89,8 @@ pub async fn run(
         opts.force_full || state_error.is_some(),
         started_at,
     );
-    let mode = match (opts.dry_run, plan.is_full()) {
-        (true, _) => Mode::DryRun,
-        (false, true) => Mode::Full,
-        (false, false) => Mode::Incremental,
-    };
-    let how = if plan.is_full() {
-        "full"
-    } else {
-        "incremental"
-    };
-    tracing::info!(mode = mode.as_str(), "{how} run: {}", plan.why);
-    let since = plan.incremental_since.map(okta_time);
-
-    let (page_tx, page_rx) = mpsc::channel(PAGES_AHEAD);
-    let reader = tokio::spawn(read_pages(
-        clients.okta.clone(),
-        clients
-            .okta
-            .start_urls(&settings.okta.scope, since.as_deref()),
-        page_tx,
-    ));
-
+    let mode = mode_of(opts, &plan);
+    let (reader, page_rx) = start_reading(settings, clients, &plan);
     let mut pipeline = Pipeline::new(
         settings, clients, opts, &plan, &point, dry_out, cancel, state,
     );
@@ -133,7 +114,6 @@ pub async fn run(
         mark,
         ..
     } = pipeline;
-    let field_shares = shares(settings, &with_value, tally.counts.records_processed);
     let ending = Ending {
         started_at,
         trigger: opts.trigger,
@@ -158,7 +138,7 @@ pub async fn run(
             },
             unsettled: None,
             field_shares: if plan.is_full() {
-                field_shares
+                shares(settings, &with_value, record.counts.records_processed)
             } else {
                 point.field_shares.clone()
             },
@@ -166,6 +146,37 @@ pub async fn run(
         full_run: plan.is_full().then_some(mark),
     });
     Outcome { record, reached }
+}
+
+/// Starts the reader task: the listings the scope needs, from the plan's starting point.
+fn start_reading(
+    settings: &Settings,
+    clients: &Clients,
+    plan: &Plan,
+) -> (JoinHandle<Result<(), ReadError>>, mpsc::Receiver<Page>) {
+    let since = plan.incremental_since.map(okta_time);
+    let starts = clients
+        .okta
+        .start_urls(&settings.okta.scope, since.as_deref());
+    let (page_tx, page_rx) = mpsc::channel(PAGES_AHEAD);
+    let reader = tokio::spawn(read_pages(clients.okta.clone(), starts, page_tx));
+    (reader, page_rx)
+}
+
+/// The run's mode, logged with why it reads as it does.
+fn mode_of(opts: RunOptions, plan: &Plan) -> Mode {
+    let mode = match (opts.dry_run, plan.is_full()) {
+        (true, _) => Mode::DryRun,
+        (false, true) => Mode::Full,
+        (false, false) => Mode::Incremental,
+    };
+    let how = if plan.is_full() {
+        "full"
+    } else {
+        "incremental"
+    };
+    tracing::info!(mode = mode.as_str(), "{how} run: {}", plan.why);
+    mode
 }
 
 /// What the reader task came to: nothing, or the failure that ended the read.
