@@ -159,7 +159,9 @@ impl Mapping {
         &self.fields
     }
 
-    /// Maps one Okta user.
+    /// The record a user becomes: its visitor ID and each field's coerced value (`None`: left
+    /// out of the record). A user without a visitor ID, or with a value its type cannot take,
+    /// cannot be sent, and says why.
     pub fn map_user(
         &self,
         user: &Value,

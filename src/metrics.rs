@@ -184,7 +184,6 @@ impl Metrics {
             .inc();
     }
 
-    /// One retry.
     pub fn retry(&self, service: Service) {
         self.retries
             .get_or_create(&ServiceLabels {
@@ -204,14 +203,12 @@ impl Metrics {
             .set(at.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0));
     }
 
-    /// A run starts now.
     pub fn run_started(&self) {
         self.run_in_progress.set(1);
         self.current_run_start
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 
-    /// A finished run.
     pub fn run_finished(&self, r: &RunRecord) {
         self.run_in_progress.set(0);
         self.current_run_start.set(0.0);

@@ -35,7 +35,7 @@ pub enum Status {
     Partial,
     Failed,
     Interrupted,
-    /// The guard stopped a full run before any push (SPEC "Runs").
+    /// The guard stopped a full run before any push.
     Held,
 }
 
@@ -142,12 +142,10 @@ impl Counts {
         ]
     }
 
-    /// Each name with its count.
     pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
         Self::NAMES.into_iter().zip(self.values())
     }
 
-    /// Reads the counts by name.
     pub fn from_named<E>(mut get: impl FnMut(&'static str) -> Result<u64, E>) -> Result<Self, E> {
         let [
             read,

@@ -128,7 +128,6 @@ pub enum StateError {
     },
 }
 
-/// An open state database.
 pub struct State {
     conn: Connection,
     path: PathBuf,

@@ -322,7 +322,7 @@ pub struct StateSettings {
 }
 
 /// `[guard]`: before a full run pushes anything, it maps a sample and holds the run when the
-/// sample looks like a broken attribute path or visitor ID key (SPEC "Runs").
+/// sample looks like a broken attribute path or visitor ID key (README, "The guard").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardSettings {
     /// `enabled`: whether full runs are checked at all (default: yes).

@@ -2,7 +2,7 @@
 //! `guard.sample` records are held back and judged against what the last successful full run
 //! sent. A renamed Okta attribute or a typo in a path shows as a field that suddenly has almost
 //! no values; a wrong visitor ID key, with `create_missing_visitors`, as a sample of visitor IDs
-//! never seen before. Either holds the run, pushing nothing (SPEC "Runs").
+//! never seen before. Either holds the run, pushing nothing (README, "The guard").
 
 use crate::config::Settings;
 use crate::mapping::{AttributePath, FieldMapping, Record};

@@ -90,7 +90,7 @@ pub fn untracked_attribute(settings: &Settings) -> Option<&AttributePath> {
         })
 }
 
-/// Decides whether a run is full or incremental, as SPEC's "Runs" says.
+/// Decides whether a run is full or incremental (README, "Full and incremental runs").
 pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: DateTime<Utc>) -> Plan {
     let fingerprint = fingerprint(settings);
     let every = settings.sync.full_sync_every.saturating_sub(FULL_SLACK);

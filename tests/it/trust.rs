@@ -1,5 +1,5 @@
 //! Trustworthy data: after every successful run Pendo matches Okta, and every run that could
-//! not make it so says so (SPEC "Runs"). Each test drives the real binary against local Okta
+//! not make it so says so (README, "Full and incremental runs"). Each test drives the real binary against local Okta
 //! and Pendo servers.
 
 use crate::common;
