@@ -66,15 +66,7 @@ fn projection(settings: &Settings) -> Projection {
         .iter()
         .filter_map(|p| AttributePath::parse(p).ok())
         .collect();
-    Projection::of(
-        settings
-            .mapping
-            .fields()
-            .iter()
-            .map(|f| &f.path)
-            .chain(std::iter::once(&settings.sync.visitor_id_key))
-            .chain(fixed.iter()),
-    )
+    Projection::of(settings.paths_read().chain(fixed.iter()))
 }
 
 /// Runs one sync and records it. `state` is the writer's state, or for a dry run a read-only

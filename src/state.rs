@@ -163,17 +163,27 @@ impl State {
         if let Some(state) = Self::open_read_only(path)? {
             return Ok(state);
         }
-        let conn = Connection::open_in_memory().map_err(|source| StateError::Open {
+        Self::prepared(Connection::open_in_memory(), path, None, false)
+    }
+
+    /// A state over a newly opened connection, its schema brought up to date.
+    fn prepared(
+        conn: rusqlite::Result<Connection>,
+        path: &Path,
+        lock: Option<std::fs::File>,
+        existed: bool,
+    ) -> Result<State, StateError> {
+        let conn = conn.map_err(|source| StateError::Open {
             path: path.to_owned(),
             source,
         })?;
         let mut state = State {
             conn,
             path: path.to_owned(),
-            _lock: None,
+            _lock: lock,
             keep_runs: DEFAULT_KEEP_RUNS,
         };
-        state.prepare(false)?;
+        state.prepare(existed)?;
         Ok(state)
     }
 
@@ -188,10 +198,7 @@ impl State {
         }
         let lock = if take_lock { Some(lock(path)?) } else { None };
         let existed = path.exists();
-        let conn = Connection::open(path).map_err(|source| StateError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let conn = Connection::open(path);
         restrict_file(path);
         // Companions left by an earlier process; new ones take the database file's mode.
         for suffix in ["-wal", "-shm", "-journal"] {
@@ -199,14 +206,7 @@ impl State {
             companion.push(suffix);
             restrict_file(Path::new(&companion));
         }
-        let mut state = State {
-            conn,
-            path: path.to_owned(),
-            _lock: lock,
-            keep_runs: DEFAULT_KEEP_RUNS,
-        };
-        state.prepare(existed)?;
-        Ok(state)
+        Self::prepared(conn, path, lock, existed)
     }
 
     /// Opens an existing database read-only, or `None` when there is none (nothing is created).

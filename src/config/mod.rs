@@ -110,6 +110,16 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Every attribute path a run reads of a user to send it: the mapped paths, then the
+    /// visitor ID key.
+    pub fn paths_read(&self) -> impl Iterator<Item = &AttributePath> {
+        self.mapping
+            .fields()
+            .iter()
+            .map(|f| &f.path)
+            .chain(std::iter::once(&self.sync.visitor_id_key))
+    }
+
     /// What differs from `old` and takes a restart to apply, by key or section: the daemon
     /// opens the state database (`state.path`, `state.keep_runs`), binds the server
     /// (`[server]`) and sets up logging (`[log]`) once, at start. Everything else applies from

@@ -76,18 +76,12 @@ const TRACKED_BY_LAST_UPDATED: &[&str] = &[
 /// `credentials`, ...). An incremental run, which asks for users updated since the last run,
 /// would never see such a change, so runs that read one are full.
 pub fn untracked_attribute(settings: &Settings) -> Option<&AttributePath> {
-    settings
-        .mapping
-        .fields()
-        .iter()
-        .map(|f| &f.path)
-        .chain(std::iter::once(&settings.sync.visitor_id_key))
-        .find(|path| {
-            let mut segs = path.as_str().split('.');
-            let first = segs.next().unwrap_or_default();
-            let in_profile = first == "profile" && segs.next().is_some();
-            !in_profile && !TRACKED_BY_LAST_UPDATED.contains(&first)
-        })
+    settings.paths_read().find(|path| {
+        let mut segs = path.as_str().split('.');
+        let first = segs.next().unwrap_or_default();
+        let in_profile = first == "profile" && segs.next().is_some();
+        !in_profile && !TRACKED_BY_LAST_UPDATED.contains(&first)
+    })
 }
 
 /// Decides whether a run is full or incremental (README, "Full and incremental runs").
