@@ -65,6 +65,7 @@ pub const KEYS: &[&str] = &[
     "sync.on_null",
     "sync.shutdown_grace",
     "sync.full_sync_every",
+    "sync.value_keys",
     "state.path",
     "state.keep_runs",
     "guard.enabled",
@@ -305,6 +306,9 @@ impl Choice for Region {
 /// `[sync]`: how Okta users become Pendo visitors.
 #[derive(Debug)]
 pub struct SyncSettings {
+    /// `value_keys`: Okta profile attributes pushed to the Pendo field of the same name, as
+    /// text (the action card's "Value Keys"); combined with `[mapping]` (default: none).
+    pub value_keys: Vec<String>,
     /// `visitor_id_key`: the Okta attribute whose value is the Pendo visitor ID (default:
     /// `profile.login`).
     pub visitor_id_key: AttributePath,

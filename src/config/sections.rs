@@ -65,6 +65,10 @@ fn settings(root: &mut Map<String, Value>, problems: &mut Vec<Problem>) -> Optio
     let pendo = section(root, "pendo", pendo_settings, problems);
     let sync = section(root, "sync", sync_settings, problems);
     let mapping = mapping_settings(root.remove("mapping"), problems);
+    let mapping = match (mapping, &sync) {
+        (Some(fields), Some(sync)) => combine(fields, sync, problems),
+        _ => None,
+    };
     let state = section(root, "state", state_settings, problems);
     let guard = section(root, "guard", guard_settings, problems);
     let log = section(root, "log", log_settings, problems);
@@ -261,7 +265,9 @@ fn sync_settings(s: &mut Section) -> Option<SyncSettings> {
     let on_null = s.choice("on_null", OnNull::Skip);
     let shutdown_grace = s.duration("shutdown_grace", Duration::from_secs(10));
     let full_sync_every = s.duration("full_sync_every", Duration::from_secs(7 * 24 * 3600));
+    let value_keys = s.list("value_keys").unwrap_or_default();
     Some(SyncSettings {
+        value_keys,
         visitor_id_key: visitor_id_key?,
         create_missing_visitors: create_missing_visitors?,
         on_null: on_null?,
@@ -376,30 +382,21 @@ fn server_settings(s: &mut Section) -> Option<Option<SocketAddr>> {
 }
 
 /// `[mapping]`: Pendo field = attribute path, or = `{ path = "...", type = "..." }`. Its keys
-/// are field names, so it is read here rather than as a [`Section`].
-fn mapping_settings(value: Option<Value>, problems: &mut Vec<Problem>) -> Option<Mapping> {
+/// are field names, so it is read here rather than as a [`Section`]. Absent or empty, it maps
+/// nothing ([`combine`] decides whether that may be).
+fn mapping_settings(
+    value: Option<Value>,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<FieldMapping>> {
     let mut push = |key: String, message: String| problems.push(Problem { key, message });
     let table = match value.map(|v| v.kind) {
-        None => {
-            push(
-                "mapping".into(),
-                "is required: at least one `pendo_field = \"okta.attribute.path\"`".into(),
-            );
-            return None;
-        }
+        None => return Some(Vec::new()),
         Some(ValueKind::Table(t)) => t,
         Some(_) => {
             push("mapping".into(), "must be a table".into());
             return None;
         }
     };
-    if table.is_empty() {
-        push(
-            "mapping".into(),
-            "is empty: map at least one Pendo field to an Okta attribute".into(),
-        );
-        return None;
-    }
     let mut fields = Vec::with_capacity(table.len());
     let mut ok = true;
     for (field, value) in table {
@@ -413,6 +410,64 @@ fn mapping_settings(value: Option<Value>, problems: &mut Vec<Problem>) -> Option
                 }
             }
         }
+    }
+    ok.then_some(fields)
+}
+
+/// The mapping: `[mapping]`'s fields and `sync.value_keys` (each `name` maps `profile.name`
+/// to the Pendo field `name`, as text, like the action card's "Value Keys"). A field named
+/// twice is refused. No field at all is valid only when the run creates missing visitors:
+/// then it makes sure every user exists in Pendo; otherwise a run would change nothing.
+fn combine(
+    mut fields: Vec<FieldMapping>,
+    sync: &SyncSettings,
+    problems: &mut Vec<Problem>,
+) -> Option<Mapping> {
+    let from_mapping = fields.len();
+    let mut push = |message: String| {
+        problems.push(Problem {
+            key: "sync.value_keys".into(),
+            message,
+        })
+    };
+    let mut ok = true;
+    for name in &sync.value_keys {
+        let path = check_field_name(name).and_then(|()| {
+            AttributePath::parse(&format!("profile.{name}")).map_err(|e| e.to_string())
+        });
+        let path = match path {
+            Ok(path) => path,
+            Err(message) => {
+                push(message);
+                ok = false;
+                continue;
+            }
+        };
+        if let Some(i) = fields.iter().position(|f| f.field == *name) {
+            push(if i < from_mapping {
+                format!("\"{name}\" is also a field in [mapping]: name each Pendo field once")
+            } else {
+                format!("\"{name}\" is listed twice")
+            });
+            ok = false;
+            continue;
+        }
+        fields.push(FieldMapping {
+            field: name.clone(),
+            path,
+            ty: ValueType::Text,
+        });
+    }
+    if fields.is_empty() && !sync.create_missing_visitors && ok {
+        problems.push(Problem {
+            key: "mapping".into(),
+            message: "is required unless sync.create_missing_visitors = true: with no Pendo \
+                      field to set, a run would change nothing in Pendo. Map fields here (or \
+                      list them in sync.value_keys), or set create_missing_visitors = true to \
+                      make sure every Okta user exists as a Pendo visitor"
+                .into(),
+        });
+        return None;
     }
     ok.then(|| Mapping::new(fields))
 }

@@ -276,6 +276,11 @@ impl FakePendo {
         self.shared.lock().visitors.get(id).cloned()
     }
 
+    /// The visitors `create=true` calls created (those `existing` did not already contain).
+    pub fn created(&self) -> HashSet<String> {
+        self.shared.lock().created.clone()
+    }
+
     /// How many POSTs were received (all statuses).
     pub fn post_count(&self) -> usize {
         self.shared.lock().posts

@@ -15,3 +15,4 @@ mod resilience;
 mod sync;
 mod systemd;
 mod trust;
+mod value_keys;
