@@ -1,13 +1,14 @@
 //! The Pendo client: pushes one batch of visitor metadata, retrying 429, 5xx and network
 //! errors, and reads Pendo's accounting (`updated`, `missing`, `errors`) from the answer.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
-
-use std::sync::Arc;
 
 use crate::config::PendoSettings;
 use crate::http;
@@ -184,6 +185,8 @@ impl PendoClient {
         .await
     }
 
+    /// One try of a call: the request with the integration key, and its answer as an
+    /// [`Attempt`]; `parse` reads a 200's body.
     async fn attempt<T>(
         &self,
         request: reqwest::RequestBuilder,
@@ -194,16 +197,6 @@ impl PendoClient {
             Err(_) => return Attempt::Done(Err(PendoError::Unauthorized)),
         };
         key.set_sensitive(true);
-        let network = |detail: String| {
-            let error = PendoError::Network {
-                host: self.base.origin().ascii_serialization(),
-                detail,
-            };
-            Attempt::Retry {
-                reason: error.to_string(),
-                error,
-            }
-        };
         let sent = request.header(KEY_HEADER, key).send().await;
         self.metrics.request(
             Service::Pendo,
@@ -211,7 +204,7 @@ impl PendoClient {
         );
         let response = match sent {
             Ok(r) => r,
-            Err(e) => return network(http::describe(&e)),
+            Err(e) => return Attempt::retry(self.network_error(http::describe(&e))),
         };
         let status = response.status();
         let retry_after = response
@@ -227,18 +220,38 @@ impl PendoClient {
                     detail: e.to_string(),
                 }));
             }
-            Err(e) => return network(e.to_string()),
+            Err(e) => return Attempt::retry(self.network_error(e.to_string())),
         };
-        let detail = || http::excerpt(&body, &[&self.key]);
+        self.classify(status, retry_after, &body, parse)
+    }
+
+    /// Pendo could not be reached, or the connection broke before the whole answer came.
+    fn network_error(&self, detail: String) -> PendoError {
+        PendoError::Network {
+            host: self.base.origin().ascii_serialization(),
+            detail,
+        }
+    }
+
+    /// What an answer comes to: a 200 is parsed; 401, 403 and 408 are final (the caller splits
+    /// a batch on 408); 429, 409 and 5xx are retried; anything else is final.
+    fn classify<T>(
+        &self,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        parse: impl Fn(&[u8], u16) -> Result<T, PendoError>,
+    ) -> Attempt<T, PendoError> {
+        let error = || PendoError::Status {
+            status: status.as_u16(),
+            detail: http::excerpt(body, &[&self.key]),
+        };
         match status {
             // An unreadable 200 is retried: pushes are idempotent, and the retry's answer
             // gives the accounting.
-            StatusCode::OK => match parse(&body, 200) {
+            StatusCode::OK => match parse(body, 200) {
                 Ok(v) => Attempt::Done(Ok(v)),
-                Err(error) => Attempt::Retry {
-                    reason: error.to_string(),
-                    error,
-                },
+                Err(error) => Attempt::retry(error),
             },
             StatusCode::UNAUTHORIZED => Attempt::Done(Err(PendoError::Unauthorized)),
             StatusCode::FORBIDDEN => Attempt::Done(Err(PendoError::Forbidden)),
@@ -248,29 +261,20 @@ impl PendoClient {
                 || s == StatusCode::CONFLICT
                 || s.is_server_error() =>
             {
-                let error = PendoError::Status {
-                    status: s.as_u16(),
-                    detail: detail(),
-                };
+                let error = error();
                 match retry_after {
                     // At least a second, whatever it says; only a 429 waits without using up an
                     // attempt (it is a queue, not a failure).
                     Some(wait) => Attempt::Wait {
                         reason: format!("{error} (Retry-After {} s)", wait.as_secs()),
                         error,
-                        wait: wait.max(std::time::Duration::from_secs(1)),
+                        wait: wait.max(Duration::from_secs(1)),
                         counts: s != StatusCode::TOO_MANY_REQUESTS,
                     },
-                    None => Attempt::Retry {
-                        reason: error.to_string(),
-                        error,
-                    },
+                    None => Attempt::retry(error),
                 }
             }
-            s => Attempt::Done(Err(PendoError::Status {
-                status: s.as_u16(),
-                detail: detail(),
-            })),
+            _ => Attempt::Done(Err(error())),
         }
     }
 }

@@ -60,6 +60,16 @@ pub enum Attempt<T, E> {
     },
 }
 
+impl<T, E: std::fmt::Display> Attempt<T, E> {
+    /// A transient failure whose reason, in the retry's log line, is the error itself.
+    pub fn retry(error: E) -> Self {
+        Attempt::Retry {
+            reason: error.to_string(),
+            error,
+        }
+    }
+}
+
 /// Runs `attempt` until it is done or the policy's attempts are used up; then the last error.
 /// `on_retry` is called before each retry (for metrics).
 pub async fn with_retry<T, E, F, Fut>(

@@ -391,46 +391,15 @@ impl OAuth {
     /// One attempt at a token: a request, and more while Okta says that the app requires
     /// DPoP or asks for a new nonce.
     async fn try_token(&self) -> Attempt<Cached, OktaError> {
-        let scope = self.scopes.join(" ");
-        let network = |detail: String| {
-            let error = OktaError::Network {
-                org: self.token_url.origin().ascii_serialization(),
-                detail,
-            };
-            Attempt::Retry {
-                reason: format!("token request: {error}"),
-                error,
-            }
-        };
         for _ in 0..DPOP_EXCHANGES {
             let (nonce, with_proof) = {
                 let n = self.lock_nonces();
                 (n.token.clone(), n.dpop_required)
             };
-            let assertion = match self.assertion() {
-                Ok(a) => a,
+            let request = match self.token_request(nonce.as_deref(), with_proof) {
+                Ok(r) => r,
                 Err(e) => return Attempt::Done(Err(e)),
             };
-            let form = [
-                ("grant_type", "client_credentials"),
-                ("scope", scope.as_str()),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion.as_str()),
-            ];
-            let mut request = self
-                .http
-                .post(self.token_url.clone())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .form(&form);
-            if with_proof {
-                match self.proof("POST", &self.token_url, nonce.as_deref(), None) {
-                    Ok(proof) => request = request.header("DPoP", proof),
-                    Err(e) => return Attempt::Done(Err(e)),
-                }
-            }
             let sent = request.send().await;
             self.metrics.request(
                 Service::Okta,
@@ -438,82 +407,136 @@ impl OAuth {
             );
             let response = match sent {
                 Ok(r) => r,
-                Err(e) => return network(http::describe(&e)),
+                Err(e) => return self.unreachable(http::describe(&e)),
             };
             let status = response.status();
             let headers = response.headers().clone();
-            let new_nonce = headers
-                .get("dpop-nonce")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
             let body = match http::read_body(response, MAX_TOKEN_RESPONSE_BYTES).await {
                 Ok(b) => b,
-                Err(e) => return network(e.to_string()),
+                Err(e) => return self.unreachable(e.to_string()),
             };
             if status == reqwest::StatusCode::OK {
                 // A 200 that is not a token response may be a proxy's glitch: ask again.
                 return match self.token_response(&body) {
                     Ok(cached) => Attempt::Done(Ok(cached)),
-                    Err(error) => Attempt::Retry {
-                        reason: error.to_string(),
-                        error,
-                    },
+                    Err(error) => Attempt::retry(error),
                 };
             }
             let err: OAuthErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-            match err.error.as_str() {
-                "invalid_dpop_proof"
-                    if !with_proof && err.error_description.contains("missing") =>
-                {
-                    tracing::debug!("the app requires DPoP; sending proofs from now on");
-                    self.lock_nonces().dpop_required = true;
-                    continue;
-                }
-                "use_dpop_nonce" if new_nonce.is_some() => {
-                    self.lock_nonces().token = new_nonce;
-                    continue;
-                }
-                _ => {}
+            if !self.dpop_step(&err, &headers, with_proof) {
+                return self.token_refusal(status, &headers, &err, &body);
             }
-            let error = token_error(status.as_u16(), &err, &self.scopes, &body);
-            let retry_after = headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::http::retry_after);
-            return if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                // Okta's rate-limit headers, as for the API; else Retry-After.
-                let wait = match retry_after {
-                    Some(wait) if !headers.contains_key("x-rate-limit-reset") => wait,
-                    _ => rate_limit_wait(&headers),
-                };
-                Attempt::Wait {
-                    reason: "Okta rate limit reached at the token endpoint (429); waiting for its \
-                             reset"
-                        .into(),
-                    error,
-                    wait,
-                    counts: false,
-                }
-            } else if status.is_server_error() {
-                match retry_after {
-                    Some(wait) => Attempt::Wait {
-                        reason: format!("{error} (Retry-After {} s)", wait.as_secs()),
-                        error,
-                        wait: wait.max(Duration::from_secs(1)),
-                        counts: true,
-                    },
-                    None => Attempt::Retry {
-                        reason: error.to_string(),
-                        error,
-                    },
-                }
-            } else {
-                Attempt::Done(Err(error))
-            };
         }
         Attempt::Done(Err(OktaError::OAuth {
             what: "Okta kept asking for another DPoP proof at the token endpoint".into(),
         }))
+    }
+
+    /// The token request: the client credentials grant with a fresh client assertion, and a
+    /// DPoP proof (with the token endpoint's nonce, if it gave one) once the app requires DPoP.
+    fn token_request(
+        &self,
+        nonce: Option<&str>,
+        with_proof: bool,
+    ) -> Result<reqwest::RequestBuilder, OktaError> {
+        let assertion = self.assertion()?;
+        let scope = self.scopes.join(" ");
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("scope", scope.as_str()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ];
+        let mut request = self
+            .http
+            .post(self.token_url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form);
+        if with_proof {
+            request = request.header("DPoP", self.proof("POST", &self.token_url, nonce, None)?);
+        }
+        Ok(request)
+    }
+
+    /// The token endpoint could not be reached, or the connection broke before the whole
+    /// answer came: retried after a back-off.
+    fn unreachable(&self, detail: String) -> Attempt<Cached, OktaError> {
+        let error = OktaError::Network {
+            org: self.token_url.origin().ascii_serialization(),
+            detail,
+        };
+        Attempt::Retry {
+            reason: format!("token request: {error}"),
+            error,
+        }
+    }
+
+    /// Whether a refusal is a step of the DPoP exchange, answered by asking again at once: the
+    /// app requires DPoP (proofs are sent from now on), or the endpoint wants a new nonce (kept
+    /// for the next proof).
+    fn dpop_step(&self, err: &OAuthErrorBody, headers: &HeaderMap, with_proof: bool) -> bool {
+        match err.error.as_str() {
+            "invalid_dpop_proof" if !with_proof && err.error_description.contains("missing") => {
+                tracing::debug!("the app requires DPoP; sending proofs from now on");
+                self.lock_nonces().dpop_required = true;
+                true
+            }
+            "use_dpop_nonce" => match headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+                Some(nonce) => {
+                    self.lock_nonces().token = Some(nonce.to_owned());
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Any other answer of the token endpoint: a 429 waits for the rate limit's reset, a 5xx
+    /// is retried (after its `Retry-After`, if it sent one), anything else is final and says
+    /// what to change.
+    fn token_refusal(
+        &self,
+        status: reqwest::StatusCode,
+        headers: &HeaderMap,
+        err: &OAuthErrorBody,
+        body: &[u8],
+    ) -> Attempt<Cached, OktaError> {
+        let error = token_error(status.as_u16(), err, &self.scopes, body);
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(http::retry_after);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            // Okta's rate-limit headers, as for the API; else Retry-After.
+            let wait = match retry_after {
+                Some(wait) if !headers.contains_key("x-rate-limit-reset") => wait,
+                _ => rate_limit_wait(headers),
+            };
+            Attempt::Wait {
+                reason: "Okta rate limit reached at the token endpoint (429); waiting for its \
+                         reset"
+                    .into(),
+                error,
+                wait,
+                counts: false,
+            }
+        } else if status.is_server_error() {
+            match retry_after {
+                Some(wait) => Attempt::Wait {
+                    reason: format!("{error} (Retry-After {} s)", wait.as_secs()),
+                    error,
+                    wait: wait.max(Duration::from_secs(1)),
+                    counts: true,
+                },
+                None => Attempt::retry(error),
+            }
+        } else {
+            Attempt::Done(Err(error))
+        }
     }
 
     /// Reads a 200 of the token endpoint.

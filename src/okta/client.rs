@@ -17,7 +17,7 @@ use super::pacer::Budget;
 use super::projection::Projection;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::auth::{Auth, OAuth, Retry};
+use super::auth::{Auth, Credentials, OAuth, Retry};
 use crate::config::{OktaCredentials, OktaSettings, UserScope};
 use crate::http;
 use crate::metrics::{Metrics, Service};
@@ -246,6 +246,8 @@ impl OktaClient {
         Ok(())
     }
 
+    /// One try at a page: the credentials, the pacer's pause, the request, and its answer as an
+    /// [`Attempt`].
     async fn try_page(
         &self,
         url: &Url,
@@ -256,6 +258,34 @@ impl OktaClient {
             Ok(c) => c,
             Err(e) => return Attempt::Done(Err(e)),
         };
+        self.pace().await;
+        let response = match self.send(url, credentials).await {
+            Ok(r) => r,
+            Err(error) => return Attempt::retry(error),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        self.pacer.observe(&headers);
+        let body = match http::read_body(response, MAX_PAGE_BYTES).await {
+            Ok(b) => b,
+            Err(e) => return self.unread_body(e, path),
+        };
+        if status == StatusCode::OK {
+            // A page that does not parse may be a proxy's glitch: reading it again is harmless.
+            return match self.parse_page(url, &headers, &body, path) {
+                Err(error @ OktaError::Malformed { .. }) => Attempt::retry(error),
+                other => Attempt::Done(other),
+            };
+        }
+        if let Some(again) = self.auth_challenge(status, &headers, auth_retries) {
+            return again;
+        }
+        self.refusal(status, &headers, &body, path)
+    }
+
+    /// Waits as long as the pacer asks (at most `max_rate_limit_wait`), then notes that a
+    /// request starts.
+    async fn pace(&self) {
         let pause = self.pacer.delay().min(self.retry.max_rate_limit_wait);
         if !pause.is_zero() {
             tracing::debug!(
@@ -265,6 +295,15 @@ impl OktaClient {
             tokio::time::sleep(pause).await;
         }
         self.pacer.started();
+    }
+
+    /// Sends the GET with its credentials and counts it in the metrics (with its status, when
+    /// an answer came).
+    async fn send(
+        &self,
+        url: &Url,
+        credentials: Credentials,
+    ) -> Result<reqwest::Response, OktaError> {
         let mut request = self
             .http
             .get(url.clone())
@@ -278,116 +317,98 @@ impl OktaClient {
             Service::Okta,
             sent.as_ref().ok().map(|r| r.status().as_u16()),
         );
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let error = OktaError::Network {
-                    org: self.org.origin().ascii_serialization(),
-                    detail: http::describe(&e),
-                };
-                return Attempt::Retry {
-                    reason: error.to_string(),
-                    error,
-                };
-            }
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        self.pacer.observe(&headers);
-        let body = match http::read_body(response, MAX_PAGE_BYTES).await {
-            Ok(b) => b,
-            Err(e @ http::BodyError::TooLarge { .. }) => {
-                return Attempt::Done(Err(OktaError::Malformed {
-                    path: path.into(),
-                    detail: e.to_string(),
-                }));
-            }
-            Err(e) => {
-                let error = OktaError::Network {
-                    org: self.org.origin().ascii_serialization(),
-                    detail: e.to_string(),
-                };
-                return Attempt::Retry {
-                    reason: error.to_string(),
-                    error,
-                };
-            }
-        };
+        sent.map_err(|e| self.network_error(http::describe(&e)))
+    }
 
-        if status == StatusCode::OK {
-            // A page that does not parse may be a proxy's glitch: reading it again is harmless.
-            return match self.parse_page(url, &headers, &body, path) {
-                Err(error @ OktaError::Malformed { .. }) => Attempt::Retry {
-                    reason: error.to_string(),
-                    error,
-                },
-                other => Attempt::Done(other),
-            };
+    /// A body that could not be read: one over the size cap is final (it would be again), a
+    /// connection lost on the way is retried.
+    fn unread_body(&self, e: http::BodyError, path: &str) -> Attempt<Page, OktaError> {
+        match e {
+            http::BodyError::TooLarge { .. } => Attempt::Done(Err(OktaError::Malformed {
+                path: path.into(),
+                detail: e.to_string(),
+            })),
+            http::BodyError::Read(_) => Attempt::retry(self.network_error(e.to_string())),
         }
-        // A DPoP nonce challenge, or a token that expired: answer it at once, twice at most.
-        let again = self.auth.answer(status.as_u16(), &headers);
-        if again != Retry::No && auth_retries.fetch_add(1, Ordering::Relaxed) < 2 {
-            let error = OktaError::Unauthorized {
+    }
+
+    /// The org could not be reached, or the connection broke before the whole answer came.
+    fn network_error(&self, detail: String) -> OktaError {
+        OktaError::Network {
+            org: self.org.origin().ascii_serialization(),
+            detail,
+        }
+    }
+
+    /// A DPoP nonce challenge, or a token that expired: the request goes again at once with the
+    /// new nonce or a new token, twice at most per page so that a server that keeps asking
+    /// ends in the refusal itself.
+    fn auth_challenge(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        auth_retries: &AtomicU8,
+    ) -> Option<Attempt<Page, OktaError>> {
+        let again = self.auth.answer(status.as_u16(), headers);
+        if again == Retry::No || auth_retries.fetch_add(1, Ordering::Relaxed) >= 2 {
+            return None;
+        }
+        let reason = match again {
+            Retry::Nonce => "Okta asks for a new DPoP nonce",
+            _ => "Okta says the access token expired; fetching a new one",
+        };
+        Some(Attempt::Wait {
+            error: OktaError::Unauthorized {
                 code: String::new(),
-            };
-            let reason = match again {
-                Retry::Nonce => "Okta asks for a new DPoP nonce",
-                _ => "Okta says the access token expired; fetching a new one",
-            };
-            return Attempt::Wait {
-                error,
-                wait: Duration::ZERO,
-                reason: reason.into(),
-                counts: false,
-            };
-        }
-        let (code, summary) = okta_error_body(&body, &self.auth.secrets());
-        let what = if path.contains("/groups/") {
-            "groups and their members"
-        } else {
-            "users"
+            },
+            wait: Duration::ZERO,
+            reason: reason.into(),
+            counts: false,
+        })
+    }
+
+    /// Any other answer: 401 and 403 are final and say what to change, a 429 waits for the rate
+    /// limit's reset, a 5xx is retried after a back-off, anything else is final.
+    fn refusal(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        path: &str,
+    ) -> Attempt<Page, OktaError> {
+        let (code, summary) = okta_error_body(body, &self.auth.secrets());
+        let error = |summary| OktaError::Status {
+            status: status.as_u16(),
+            path: path.into(),
+            summary,
         };
         match status {
             StatusCode::UNAUTHORIZED => Attempt::Done(Err(OktaError::Unauthorized { code })),
             StatusCode::FORBIDDEN => Attempt::Done(Err(OktaError::Forbidden {
                 code,
-                what,
+                what: if path.contains("/groups/") {
+                    "groups and their members"
+                } else {
+                    "users"
+                },
                 oauth: matches!(self.auth, Auth::OAuth(_)),
             })),
             StatusCode::TOO_MANY_REQUESTS => {
-                let error = OktaError::Status {
-                    status: 429,
-                    path: path.into(),
-                    summary,
-                };
-                let kind = if Budget::from_headers(&headers).is_some_and(|b| b.limit == 0) {
+                // A limit of 0 is Okta's concurrent-request limit, not the per-minute one.
+                let kind = if Budget::from_headers(headers).is_some_and(|b| b.limit == 0) {
                     "concurrent-request limit"
                 } else {
                     "rate limit"
                 };
                 Attempt::Wait {
                     reason: format!("Okta {kind} reached (429 {code}); waiting for its reset"),
-                    error,
-                    wait: rate_limit_wait(&headers),
+                    error: error(summary),
+                    wait: rate_limit_wait(headers),
                     counts: false,
                 }
             }
-            s if s.is_server_error() => {
-                let error = OktaError::Status {
-                    status: s.as_u16(),
-                    path: path.into(),
-                    summary,
-                };
-                Attempt::Retry {
-                    reason: error.to_string(),
-                    error,
-                }
-            }
-            s => Attempt::Done(Err(OktaError::Status {
-                status: s.as_u16(),
-                path: path.into(),
-                summary,
-            })),
+            s if s.is_server_error() => Attempt::retry(error(summary)),
+            _ => Attempt::Done(Err(error(summary))),
         }
     }
 
