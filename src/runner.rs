@@ -23,7 +23,7 @@ pub enum ClientError {
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
     #[error("cannot set up the Okta client: {0}")]
-    Okta(String),
+    Okta(#[source] crate::okta::SetupError),
 }
 
 /// A run that finished but whose record could not be stored.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest;
+use aws_lc_rs::error::Unspecified;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -49,6 +50,19 @@ const ASSERTION_LIFETIME: u64 = 300;
 const DPOP_EXCHANGES: usize = 4;
 /// The largest token response read.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Why the OAuth client could not be set up, before any request.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the token URL: {0}")]
+    TokenUrl(#[source] url::ParseError),
+    #[error("cannot make a DPoP key pair: {0}")]
+    DpopKeyPair(#[source] Unspecified),
+    #[error("cannot encode the DPoP key: {0}")]
+    DpopKeyEncoding(#[source] Unspecified),
+    #[error("unexpected P-256 public key encoding")]
+    DpopPublicKey,
+}
 
 /// The headers that authenticate one API request.
 pub struct Credentials {
@@ -172,15 +186,13 @@ struct DpopKey {
 }
 
 impl DpopKey {
-    fn generate() -> Result<Self, String> {
+    fn generate() -> Result<Self, SetupError> {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-            .map_err(|e| format!("cannot make a DPoP key pair: {e}"))?;
-        let pkcs8 = pair
-            .to_pkcs8v1()
-            .map_err(|e| format!("cannot encode the DPoP key: {e}"))?;
+            .map_err(SetupError::DpopKeyPair)?;
+        let pkcs8 = pair.to_pkcs8v1().map_err(SetupError::DpopKeyEncoding)?;
         let point = pair.public_key().as_ref();
         if point.len() != 65 || point[0] != 4 {
-            return Err("unexpected P-256 public key encoding".into());
+            return Err(SetupError::DpopPublicKey);
         }
         let jwk = Jwk {
             common: CommonParameters::default(),
@@ -264,10 +276,8 @@ impl OAuth {
         settings: &OAuthSettings,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
-        let token_url = org
-            .join("oauth2/v1/token")
-            .map_err(|e| format!("cannot build the token URL: {e}"))?;
+    ) -> Result<Self, SetupError> {
+        let token_url = org.join("oauth2/v1/token").map_err(SetupError::TokenUrl)?;
         Ok(OAuth {
             http,
             token_url,

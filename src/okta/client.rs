@@ -17,7 +17,7 @@ use super::pacer::Budget;
 use super::projection::Projection;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::auth::{Auth, Credentials, OAuth, Retry};
+use super::auth::{Auth, Credentials, OAuth, Retry, SetupError};
 use crate::config::{OktaCredentials, OktaSettings, UserScope};
 use crate::http;
 use crate::metrics::{Metrics, Service};
@@ -135,7 +135,7 @@ impl OktaClient {
         settings: &OktaSettings,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let auth = match &settings.credentials {
             OktaCredentials::Ssws(token) => Auth::Ssws(token.clone()),
             OktaCredentials::OAuth(o) => Auth::OAuth(Box::new(OAuth::new(
@@ -549,5 +549,44 @@ mod tests {
         ]);
         assert_eq!(rate_limit_wait(&past), Duration::from_secs(1));
         assert_eq!(rate_limit_wait(&headers(&[])), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_client_that_cannot_be_set_up_says_why_in_a_typed_error() {
+        use crate::config::{OAuthSettings, Timeouts};
+        use crate::signing::PrivateKey;
+        use okta_pendo_testkit::keys;
+
+        // An org URL no path can be joined to: the token endpoint cannot be built.
+        let settings = OktaSettings {
+            org_url: Url::parse("mailto:okta@example.com").unwrap(),
+            credentials: OktaCredentials::OAuth(OAuthSettings {
+                client_id: "0oa1".into(),
+                private_key: PrivateKey::from_pem(keys::EC_PRIVATE_PEM).unwrap(),
+                key_id: None,
+                scopes: vec!["okta.users.read".into()],
+            }),
+            scope: UserScope::All,
+            page_size: 200,
+            rate_limit_share: 0.5,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(1),
+                request: Duration::from_secs(1),
+            },
+        };
+        let metrics = Arc::new(Metrics::new());
+        let e = OktaClient::new(
+            reqwest::Client::new(),
+            &settings,
+            RetryPolicy::default(),
+            metrics,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SetupError::TokenUrl(_)), "{e:?}");
+        assert_eq!(
+            crate::runner::ClientError::Okta(e).to_string(),
+            "cannot set up the Okta client: cannot build the token URL: relative URL with a \
+             cannot-be-a-base base"
+        );
     }
 }

@@ -8,4 +8,5 @@ pub mod link;
 pub mod pacer;
 pub mod projection;
 
+pub use auth::SetupError;
 pub use client::{OktaClient, OktaError, Page};
