@@ -254,9 +254,14 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A random identifier for `jti`: 128 bits, hex.
-fn random_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+/// A `jti`: 128 bits from the crypto library's random source, in hex. Okta refuses a `jti` it
+/// has seen before, so it must never repeat, not even across processes started at the same
+/// moment, nor be guessable by whoever would spend it first: not a job for a seeded fast
+/// generator.
+fn random_id() -> Result<String, OktaError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(OktaError::Random)?;
+    Ok(format!("{:032x}", u128::from_be_bytes(bytes)))
 }
 
 /// The URL without query or fragment, as `htu` wants it.
@@ -308,7 +313,7 @@ impl OAuth {
             aud,
             iat: now,
             exp: now + ASSERTION_LIFETIME,
-            jti: random_id(),
+            jti: random_id()?,
         };
         jsonwebtoken::encode(&header, &claims, self.key.encoding_key()).map_err(|e| {
             OktaError::OAuth {
@@ -332,7 +337,7 @@ impl OAuth {
             htm: method,
             htu: &target,
             iat: unix_now(),
-            jti: random_id(),
+            jti: random_id()?,
             nonce,
             ath: token.map(|t| {
                 URL_SAFE_NO_PAD.encode(digest::digest(
@@ -643,6 +648,21 @@ mod tests {
         assert_eq!(htu(&u), "https://a.okta.com/api/v1/users");
         let u = Url::parse("http://127.0.0.1:8080/oauth2/v1/token").unwrap();
         assert_eq!(htu(&u), "http://127.0.0.1:8080/oauth2/v1/token");
+    }
+
+    #[test]
+    fn jtis_are_128_bits_in_hex_and_never_repeat() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| random_id().unwrap()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+        }
     }
 
     #[test]

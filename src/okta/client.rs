@@ -60,6 +60,11 @@ pub enum OktaError {
     Network { org: String, detail: String },
     #[error("Okta sent a malformed page for {path}: {detail}")]
     Malformed { path: String, detail: String },
+    #[error(
+        "the system's random source failed: no unguessable ID (jti) for a client assertion or \
+         DPoP proof could be made"
+    )]
+    Random(#[source] aws_lc_rs::error::Unspecified),
 }
 
 fn forbidden_advice(oauth: bool, what: &str) -> String {
