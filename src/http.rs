@@ -1,7 +1,8 @@
 //! What both HTTP clients share: building the `reqwest` client, reading a body with a size cap,
-//! and quoting a server's answer in an error without ever quoting a secret.
+//! quoting a server's answer in an error without ever quoting a secret, wording a network
+//! failure, and reading `Retry-After`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -95,17 +96,14 @@ pub fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
-pub fn retry_after(value: &str) -> Option<std::time::Duration> {
+/// `Retry-After` as seconds or as an HTTP date (a date already past is no wait).
+pub fn retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(std::time::Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -129,7 +127,7 @@ mod tests {
             retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
             Some(Duration::ZERO)
         );
-        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         let d = retry_after(&later).unwrap();
         assert!(
             d <= Duration::from_secs(30) && d >= Duration::from_secs(28),

@@ -1,5 +1,8 @@
-//! The Pendo client: pushes one batch of visitor metadata, retrying 429, 5xx and network
-//! errors, and reads Pendo's accounting (`updated`, `missing`, `errors`) from the answer.
+//! The Pendo client: pushes one batch of visitor metadata and reads Pendo's accounting
+//! (`updated`, `missing`, `errors`) from the answer; reads the visitor schema for `check`.
+//! 429, 409 ("Operation in progress") and 5xx (after their `Retry-After`, when Pendo sends
+//! one), network errors and unreadable 200s are retried; a 408 is returned at once for the
+//! caller to split the batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use crate::metrics::{Metrics, Service};
 use crate::retry::{Attempt, RetryPolicy, with_retry};
 
 const KEY_HEADER: &str = "x-pendo-integration-key";
+/// The largest answer read; a bigger one is refused rather than held in memory.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the run reads of Pendo's answer to a metadata push (`total` and `failed` follow from
@@ -102,6 +106,8 @@ impl std::fmt::Debug for PendoClient {
 }
 
 impl PendoClient {
+    /// The client of `settings`' subscription. Pushes go to the metadata group's `value`
+    /// endpoint, with `create=true` when visitors Pendo does not know are to be created.
     pub fn new(
         http: reqwest::Client,
         settings: &PendoSettings,

@@ -42,7 +42,7 @@ impl PrivateKey {
         Ok(PrivateKey { key, alg })
     }
 
-    /// What signs with this key.
+    /// The key as the JWT signer takes it.
     pub fn encoding_key(&self) -> &EncodingKey {
         &self.key
     }

@@ -44,11 +44,11 @@ use crate::signing::PrivateKey;
 
 /// A token is renewed this long before it expires.
 const RENEW_EARLY: Duration = Duration::from_secs(60);
-/// The lifetime of a client assertion.
+/// How long a client assertion is valid, in seconds (Okta takes at most an hour).
 const ASSERTION_LIFETIME: u64 = 300;
 /// Token requests one attempt may make while Okta asks for DPoP or a new nonce.
 const DPOP_EXCHANGES: usize = 4;
-/// The largest token response read.
+/// The largest token response read (a real one is a few KB).
 const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Why the OAuth client could not be set up, before any request.
@@ -70,7 +70,7 @@ pub struct Credentials {
     pub dpop: Option<HeaderValue>,
 }
 
-/// How the client authenticates.
+/// How requests to Okta are authenticated: an SSWS API token, or a service app's access token.
 pub enum Auth {
     Ssws(SecretString),
     OAuth(Box<OAuth>),
@@ -141,6 +141,7 @@ impl Auth {
 /// What an API answer asks of the next try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
+    /// Nothing to answer: the response stands.
     No,
     /// The API demands a (new) DPoP nonce: send again with it.
     Nonce,
@@ -148,9 +149,12 @@ pub enum Retry {
     NewToken,
 }
 
+/// What the DPoP exchange has learnt so far.
 #[derive(Default)]
 struct Nonces {
+    /// The token endpoint's latest nonce.
     token: Option<String>,
+    /// The API's latest nonce (a resource server keeps its own).
     resource: Option<String>,
     /// Whether the current token is DPoP-bound (None before the first token).
     bound: Option<bool>,
@@ -158,6 +162,7 @@ struct Nonces {
     dpop_required: bool,
 }
 
+/// An access token, whether it is DPoP-bound, and when to fetch the next one.
 struct Cached {
     token: SecretString,
     dpop: bool,
@@ -298,10 +303,13 @@ impl OAuth {
         })
     }
 
+    /// The DPoP state. A lock poisoned by a panic elsewhere is taken over: every write to it
+    /// sets one field, so it is never left half-changed.
     fn lock_nonces(&self) -> std::sync::MutexGuard<'_, Nonces> {
         self.nonces.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A `private_key_jwt` client assertion for the token endpoint, signed with the app's key.
     fn assertion(&self) -> Result<String, OktaError> {
         let now = unix_now();
         let mut header = Header::new(self.key.algorithm());
@@ -322,6 +330,8 @@ impl OAuth {
         })
     }
 
+    /// A DPoP proof for one request; with a token, it carries the token's hash (`ath`), as API
+    /// requests need.
     fn proof(
         &self,
         method: &str,
@@ -356,6 +366,7 @@ impl OAuth {
         })
     }
 
+    /// The token (fetched first if none is fresh), and a proof when the token is DPoP-bound.
     async fn credentials(&self, method: &str, url: &Url) -> Result<Credentials, OktaError> {
         let (token, dpop) = self.token().await?;
         let scheme = if dpop { "DPoP" } else { "Bearer" };
@@ -554,7 +565,7 @@ impl OAuth {
         }
     }
 
-    /// Reads a 200 of the token endpoint.
+    /// Reads a 200 of the token endpoint, and notes whether the token is DPoP-bound.
     fn token_response(&self, body: &[u8]) -> Result<Cached, OktaError> {
         let t: TokenResponse = serde_json::from_slice(body).map_err(|e| OktaError::Malformed {
             path: self.token_url.path().to_owned(),
@@ -575,6 +586,7 @@ impl OAuth {
         })
     }
 
+    /// See [`Auth::answer`]: the API's nonce is kept whatever the status.
     fn answer(&self, status: u16, headers: &HeaderMap) -> Retry {
         if let Some(n) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) {
             self.lock_nonces().resource = Some(n.to_owned());

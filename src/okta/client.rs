@@ -1,8 +1,13 @@
-//! The Okta client: SSWS auth, `/api/v1/users` and `/api/v1/groups/{id}/users` pages followed
-//! only through `Link: rel="next"` on the org's own origin, gzip, 429 waits until
-//! `X-Rate-Limit-Reset` (measured against the response's `Date`), and retries of 5xx and
-//! network errors.
+//! The Okta client: reads `/api/v1/users` and `/api/v1/groups/{id}/users` page by page,
+//! following only `Link: rel="next"` on the org's own origin (the credentials go nowhere else).
+//! Requests are authenticated by [`auth`](super::auth) (an SSWS API token, or an OAuth 2.0
+//! access token, DPoP-bound when the app demands it) and paced by [`pacer`](super::pacer) to the
+//! sync's share of the org's rate limit. A 429 waits until `X-Rate-Limit-Reset` (measured against
+//! the response's `Date`); 5xx, network errors and pages that do not parse are retried; a DPoP
+//! nonce challenge or an expired token is answered at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
@@ -11,13 +16,10 @@ use secrecy::SecretString;
 use serde_json::Value;
 use url::Url;
 
-use std::sync::Arc;
-
-use super::pacer::Budget;
-use super::projection::Projection;
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use super::auth::{Auth, Credentials, OAuth, Retry, SetupError};
+use super::link;
+use super::pacer::{Budget, Pacer};
+use super::projection::Projection;
 use crate::config::{OktaCredentials, OktaSettings, UserScope};
 use crate::http;
 use crate::metrics::{Metrics, Service};
@@ -120,7 +122,7 @@ pub struct OktaClient {
     auth: Auth,
     retry: RetryPolicy,
     page_size: u32,
-    pacer: super::pacer::Pacer,
+    pacer: Pacer,
     metrics: Arc<Metrics>,
     projection: Projection,
 }
@@ -135,6 +137,8 @@ impl std::fmt::Debug for OktaClient {
 }
 
 impl OktaClient {
+    /// The client of `settings`' org. With OAuth credentials its token requests share `retry`
+    /// and `metrics` with the API's; setting that up is the only thing that can fail here.
     pub fn new(
         http: reqwest::Client,
         settings: &OktaSettings,
@@ -157,7 +161,7 @@ impl OktaClient {
             auth,
             retry,
             page_size: settings.page_size,
-            pacer: super::pacer::Pacer::new(settings.rate_limit_share),
+            pacer: Pacer::new(settings.rate_limit_share),
             metrics,
             projection: Projection::everything(),
         })
@@ -417,6 +421,8 @@ impl OktaClient {
         }
     }
 
+    /// A 200's body read as users (only the projected attributes), with its next link and its
+    /// `Date`.
     fn parse_page(
         &self,
         page_url: &Url,
@@ -446,7 +452,7 @@ impl OktaClient {
             });
         };
         let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
-        let next = super::link::next_link(links)
+        let next = link::next_link(links)
             .map(|raw| self.checked_next(page_url, raw))
             .transpose();
         let date = headers
