@@ -433,13 +433,13 @@ impl OAuth {
             );
             let response = match sent {
                 Ok(r) => r,
-                Err(e) => return self.unreachable(http::describe(&e)),
+                Err(e) => return self.network_failure(http::describe(&e)),
             };
             let status = response.status();
             let headers = response.headers().clone();
             let body = match http::read_body(response, MAX_TOKEN_RESPONSE_BYTES).await {
                 Ok(b) => b,
-                Err(e) => return self.unreachable(e.to_string()),
+                Err(e) => return self.network_failure(e.to_string()),
             };
             if status == reqwest::StatusCode::OK {
                 // A 200 that is not a token response may be a proxy's glitch: ask again.
@@ -489,7 +489,7 @@ impl OAuth {
 
     /// The token endpoint could not be reached, or the connection broke before the whole
     /// answer came: retried after a back-off.
-    fn unreachable(&self, detail: String) -> Attempt<Cached, OktaError> {
+    fn network_failure(&self, detail: String) -> Attempt<Cached, OktaError> {
         let error = OktaError::Network {
             org: self.token_url.origin().ascii_serialization(),
             detail,
