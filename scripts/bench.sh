@@ -10,6 +10,8 @@
 #   b  100,000 users, 100 ms per Okta page, 300 ms per Pendo batch
 #   c  100,000 users, a budget of 600 Okta requests a minute, 50% share
 #   d  1,000,000 users, incremental run with 1% changed
+#   e  20,000 users, a budget of 600 Okta requests a minute, 50% share (within the share)
+#   f  20,000 users, no budget (the unpaced run e is compared with)
 #
 # Prints a markdown table: wall and CPU seconds and peak RSS of the sync (GNU time), the Okta
 # requests and Pendo calls the servers counted, and 429s.
@@ -105,6 +107,16 @@ for s in "${@:-a b c d}"; do
         stop_fake
         start_fake --users 1000000 --rate-limit 1000000 --okta-addr 127.0.0.1:18711 --pendo-addr 127.0.0.1:18712 --touch-every 100
         row "d: 1,000,000 users, incremental, 1% changed"
+        ;;
+      e)
+        start_fake --users 20000 --rate-limit 600 --enforce-budget
+        config 0.5
+        row "e: 20,000 users, 600 requests/min, share 0.5"
+        ;;
+      f)
+        start_fake --users 20000 --rate-limit 1000000
+        config 0.5
+        row "f: 20,000 users, unpaced"
         ;;
       *) echo "unknown scenario $scenario" >&2; exit 2 ;;
     esac

@@ -292,18 +292,17 @@ impl OktaClient {
         self.refusal(status, &headers, &body, path)
     }
 
-    /// Waits as long as the pacer asks (at most `max_rate_limit_wait`), then notes that a
-    /// request starts.
+    /// Waits as long as the pacer asks (at most `max_rate_limit_wait`): only when this sync's
+    /// share of the rate limit is spent, until the window resets.
     async fn pace(&self) {
         let pause = self.pacer.delay().min(self.retry.max_rate_limit_wait);
         if !pause.is_zero() {
-            tracing::debug!(
+            tracing::info!(
                 pause_ms = pause.as_millis() as u64,
-                "pacing to stay within the Okta rate-limit share"
+                "this sync's share of the Okta rate limit is spent: waiting for the window to reset"
             );
             tokio::time::sleep(pause).await;
         }
-        self.pacer.started();
     }
 
     /// Sends the GET with its credentials and counts it in the metrics (with its status, when

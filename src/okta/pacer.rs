@@ -1,12 +1,14 @@
-//! Pacing toward Okta's rate limit: spread requests over what is left of the current window so
-//! that this sync uses at most its share of the org's budget and a well-behaved server never
-//! has to answer 429.
+//! Pacing toward Okta's rate limit: this sync uses at most its share of the org's budget, so a
+//! well-behaved server never has to answer 429 and the rest of the budget stays free for the
+//! org's other clients.
 //!
 //! Every Okta response carries `X-Rate-Limit-Limit` (the window's budget, shared by every client
 //! of the org), `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (UTC epoch seconds), plus a
-//! `Date`. With share `s`, `ceil(limit × (1 − s))` requests are left to other clients; the rest
-//! of what remains is spread evenly until the reset, and when nothing usable is left the next
-//! request waits for the reset.
+//! `Date`. With share `s`, `ceil(limit × (1 − s))` requests are left to other clients. Requests go
+//! as fast as their round trips allow while anything above that reserve remains; once it is
+//! spent, the next request waits for the reset. Spreading requests over the window would add
+//! nothing to the reserve (our use is capped either way) and would slow every run that needs
+//! less than its share.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -46,74 +48,43 @@ impl Budget {
         })
     }
 
-    /// The pause before the next request, `since` after this budget was observed.
+    /// The pause before the next request, `since` after this budget was observed: none while
+    /// our share lasts; when it is spent, until the window resets.
     pub fn delay(&self, share: f64, since: Duration) -> Duration {
-        match self.pause(share, since) {
-            Pause::None => Duration::ZERO,
-            Pause::Spacing(d) | Pause::UntilReset(d) => d,
-        }
-    }
-
-    /// The pause before the next request and its kind.
-    pub fn pause(&self, share: f64, since: Duration) -> Pause {
         if self.limit == 0 {
             // The concurrency kind of limit (limit and remaining 0) only comes with a 429,
             // which waits for the reset itself.
-            return Pause::None;
+            return Duration::ZERO;
+        }
+        let reserve = (self.limit as f64 * (1.0 - share)).ceil() as u64;
+        if self.remaining > reserve {
+            return Duration::ZERO;
         }
         // `Date` has whole seconds: the server's clock was somewhere in
-        // [server_now, server_now + 1), so the window has between `secs - 1` and `secs` left.
+        // [server_now, server_now + 1), so the window has at most `secs` left.
         let secs = self.reset.saturating_sub(self.server_now);
         if secs > 3600 {
             // Okta's windows are a minute long: a reset this far off is a header in the wrong
             // unit (milliseconds?), not a reason to stop for hours. Ignore it; a 429 still waits.
-            return Pause::None;
+            return Duration::ZERO;
         }
-        let reserve = (self.limit as f64 * (1.0 - share)).ceil() as u64;
-        let usable = self.remaining.saturating_sub(reserve);
-        if usable == 0 {
-            // Our share is spent: wait for the latest the reset can be, plus a second for the
-            // header's rounding. A window that has surely passed needs no wait.
-            return Duration::from_secs(secs)
-                .checked_sub(since)
-                .filter(|d| !d.is_zero())
-                .map_or(Pause::None, |left| {
-                    Pause::UntilReset(left.saturating_add(Duration::from_secs(1)))
-                });
-        }
-        // Spread what is usable over the shortest the window can be: a little fast is safe, as
-        // the share running out waits for the reset above.
-        match Duration::from_secs(secs.saturating_sub(1)).checked_sub(since) {
-            Some(left) if !left.is_zero() => {
-                Pause::Spacing(left / u32::try_from(usable).unwrap_or(u32::MAX))
-            }
-            _ => Pause::None,
-        }
+        // Wait for the latest the reset can be, plus a second for the header's rounding. A
+        // window that has surely passed needs no wait.
+        Duration::from_secs(secs)
+            .checked_sub(since)
+            .filter(|d| !d.is_zero())
+            .map_or(Duration::ZERO, |left| {
+                left.saturating_add(Duration::from_secs(1))
+            })
     }
-}
-
-/// What the budget asks of the next request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pause {
-    /// Go ahead.
-    None,
-    /// Keep at least this long between the starts of consecutive requests.
-    Spacing(Duration),
-    /// Our share is spent: wait this long from now.
-    UntilReset(Duration),
 }
 
 /// Paces one client's requests from the budget its responses report.
 #[derive(Debug)]
 pub struct Pacer {
     share: f64,
-    state: Mutex<PacerState>,
-}
-
-#[derive(Debug, Default)]
-struct PacerState {
-    last: Option<(Budget, Instant)>,
-    last_start: Option<Instant>,
+    /// The budget the last response reported, and when.
+    last: Mutex<Option<(Budget, Instant)>>,
 }
 
 impl Pacer {
@@ -121,40 +92,27 @@ impl Pacer {
     pub fn new(share: f64) -> Self {
         Pacer {
             share: share.clamp(f64::MIN_POSITIVE, 1.0),
-            state: Mutex::new(PacerState::default()),
+            last: Mutex::new(None),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, PacerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(Budget, Instant)>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes the budget a response reported.
     pub fn observe(&self, headers: &HeaderMap) {
         if let Some(budget) = Budget::from_headers(headers) {
-            self.state().last = Some((budget, Instant::now()));
+            *self.last() = Some((budget, Instant::now()));
         }
     }
 
-    /// How long to wait before the next request. Spacing counts from the previous request's
-    /// start, so time spent waiting for its answer is not waited again.
+    /// How long to wait before the next request.
     pub fn delay(&self) -> Duration {
-        let st = self.state();
-        let Some((budget, at)) = st.last else {
-            return Duration::ZERO;
-        };
-        match budget.pause(self.share, at.elapsed()) {
-            Pause::None => Duration::ZERO,
-            Pause::UntilReset(d) => d,
-            Pause::Spacing(d) => st
-                .last_start
-                .map_or(d, |start| d.saturating_sub(start.elapsed())),
+        match *self.last() {
+            Some((budget, at)) => budget.delay(self.share, at.elapsed()),
+            None => Duration::ZERO,
         }
-    }
-
-    /// Notes that a request starts now.
-    pub fn started(&self) {
-        self.state().last_start = Some(Instant::now());
     }
 }
 
@@ -172,14 +130,29 @@ mod tests {
     }
 
     #[test]
-    fn spreads_the_usable_share_over_the_window() {
-        // 600 a minute, half ours: 300 kept for others; 599 - 300 = 299 usable in the (at
-        // least) 59 s left.
-        let d = budget(600, 599, 60).delay(0.5, Duration::ZERO);
-        assert_eq!(d, Duration::from_secs(59) / 299);
-        // Later in the window, with fewer left, the spacing follows.
-        let d = budget(600, 400, 60).delay(0.5, Duration::from_secs(29));
-        assert_eq!(d, Duration::from_secs(30) / 100);
+    fn no_pause_while_the_share_lasts() {
+        // 600 a minute, half ours: 300 kept for others. Anything above them: go at once, at
+        // the start of the window and at its end.
+        for (remaining, since) in [(599, 0), (400, 29), (301, 58)] {
+            let d = budget(600, remaining, 60).delay(0.5, Duration::from_secs(since));
+            assert_eq!(d, Duration::ZERO, "{remaining} left after {since} s");
+        }
+        // The whole budget ours: down to the last request.
+        assert_eq!(
+            budget(600, 1, 60).delay(1.0, Duration::ZERO),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_run_within_its_share_never_waits() {
+        // 100 pages against 600 a minute at share 0.5: each answer counts one down.
+        for used in 1..=100 {
+            assert_eq!(
+                budget(600, 600 - used, 60).delay(0.5, Duration::ZERO),
+                Duration::ZERO
+            );
+        }
     }
 
     #[test]
@@ -212,9 +185,9 @@ mod tests {
             reset: u64::MAX,
             server_now: 0,
         };
-        assert_eq!(b.pause(0.5, Duration::ZERO), Pause::None);
+        assert_eq!(b.delay(0.5, Duration::ZERO), Duration::ZERO);
         let ms = budget(600, 0, 1_700_000_000_000);
-        assert_eq!(ms.pause(0.5, Duration::ZERO), Pause::None);
+        assert_eq!(ms.delay(0.5, Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod faults;
 mod golden;
 mod incremental;
 mod oauth;
+mod pacing;
 mod permissions;
 mod properties;
 mod resilience;
