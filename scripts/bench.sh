@@ -10,8 +10,9 @@
 #   b  100,000 users, 100 ms per Okta page, 300 ms per Pendo batch
 #   c  100,000 users, a budget of 600 Okta requests a minute, 50% share
 #   d  1,000,000 users, incremental run with 1% changed
-#   e  20,000 users, a budget of 600 Okta requests a minute, 50% share (within the share)
-#   f  20,000 users, no budget (the unpaced run e is compared with)
+#   e  20,000 users, 100 ms per Okta page, a budget of 600 requests a minute, 50% share
+#      (the run needs a third of its share)
+#   f  20,000 users, 100 ms per Okta page, no budget (the unpaced run e is compared with)
 #
 # Prints a markdown table: wall and CPU seconds and peak RSS of the sync (GNU time), the Okta
 # requests and Pendo calls the servers counted, and 429s.
@@ -109,14 +110,14 @@ for s in "${@:-a b c d}"; do
         row "d: 1,000,000 users, incremental, 1% changed"
         ;;
       e)
-        start_fake --users 20000 --rate-limit 600 --enforce-budget
+        start_fake --users 20000 --rate-limit 600 --enforce-budget --page-delay-ms 100
         config 0.5
-        row "e: 20,000 users, 600 requests/min, share 0.5"
+        row "e: 20,000 users, 100 ms a page, 600 requests/min, share 0.5"
         ;;
       f)
-        start_fake --users 20000 --rate-limit 1000000
+        start_fake --users 20000 --rate-limit 1000000 --page-delay-ms 100
         config 0.5
-        row "f: 20,000 users, unpaced"
+        row "f: 20,000 users, 100 ms a page, unpaced"
         ;;
       *) echo "unknown scenario $scenario" >&2; exit 2 ;;
     esac
