@@ -457,8 +457,9 @@ pub fn load_with_env(
     let text = std::fs::read_to_string(path)
         .map_err(|e| file_problem(format!("cannot read the config file: {e}")))?;
     let file = parse(&text).map_err(file_problem)?;
-    let warnings = inline_secret_warning(path, &file).into_iter().collect();
+    let mut warnings: Vec<String> = inline_secret_warning(path, &file).into_iter().collect();
     let merged = with_env(file, env).map_err(|e| file_problem(e.to_string()))?;
+    warnings.extend(file_mode_warnings(path, &merged));
     let settings = sections::validate(merged).map_err(error)?;
     Ok(Loaded { settings, warnings })
 }
@@ -568,6 +569,33 @@ fn inline_secret_warning(path: &Path, file: &config::Config) -> Option<String> {
             inline.join(", ")
         )
     })
+}
+
+/// Warnings about who else may touch the files the settings come from: the config file when
+/// others may write it (they could change where secrets are read from and sent), and each
+/// secret file (`*_file`, after the environment's overrides) that group or others may read.
+fn file_mode_warnings(path: &Path, root: &Map<String, Value>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(mode) = file_mode(path).filter(|m| m & 0o002 != 0) {
+        warnings.push(format!(
+            "{} may be changed by other users (mode {mode:o}): run `chmod o-w` on it",
+            path.display()
+        ));
+    }
+    for key in KEYS.iter().filter(|key| key.ends_with("_file")) {
+        let Some(file) = lookup(root, key).and_then(|v| v.clone().into_string().ok()) else {
+            continue;
+        };
+        let file = PathBuf::from(file);
+        if let Some(mode) = file_mode(&file).filter(|m| m & 0o077 != 0) {
+            warnings.push(format!(
+                "{key}: {} may be read by users other than its owner (mode {mode:o}): run \
+                 `chmod 600` on it",
+                file.display()
+            ));
+        }
+    }
+    warnings
 }
 
 /// The file's permission bits, where there are such.

@@ -8,10 +8,11 @@
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Map, Value, ValueKind};
+use secrecy::zeroize;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
@@ -281,14 +282,13 @@ impl Section {
                 return None;
             }
             (Some(s), None) => (key, s),
-            (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(s) if s.trim().is_empty() => {
+            (None, Some(path)) => match read_secret_file(&path) {
+                Ok(s) if s.expose_secret().trim().is_empty() => {
                     self.problem(&file_key, format!("{} is empty", path.display()));
                     return None;
                 }
-                Ok(s) => (file_key.as_str(), SecretString::from(s)),
-                Err(e) => {
-                    let message = format!("cannot read {}: {e}", path.display());
+                Ok(s) => (file_key.as_str(), s),
+                Err(message) => {
                     self.problem(&file_key, message);
                     return None;
                 }
@@ -317,6 +317,94 @@ impl Section {
             });
         }
         problems
+    }
+}
+
+/// The largest secret file read: a PEM key is a few KiB, a token far less.
+pub(super) const MAX_SECRET_FILE: usize = 64 * 1024;
+
+/// Reads a secret file (`*_file`): a regular file of at most [`MAX_SECRET_FILE`] bytes of
+/// UTF-8. It is opened without waiting (a FIFO would block until a writer came) and its type
+/// is checked on the open file, so a FIFO, a device such as `/dev/zero` or a folder is refused
+/// before anything is read. The bytes go into one buffer allocated once, wiped when dropped;
+/// the text is handed back as a [`SecretString`], wiped alike. Errors name the path, never
+/// the content.
+fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    use std::io::Read;
+    use zeroize::Zeroizing;
+
+    let shown = path.display();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    #[cfg(not(unix))]
+    {
+        // No way to open without blocking: look before opening.
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{shown} is {}", not_regular(&meta.file_type())));
+        }
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is {}", not_regular(&meta.file_type())));
+    }
+    let too_large = || {
+        format!(
+            "{shown} is larger than {} KiB, too large for a secret file (one token or key)",
+            MAX_SECRET_FILE / 1024
+        )
+    };
+    if meta.len() > MAX_SECRET_FILE as u64 {
+        return Err(too_large());
+    }
+    // One byte more than allowed, to tell a file that grew past the cap since it was looked at.
+    let mut buf = Zeroizing::new(vec![0u8; MAX_SECRET_FILE + 1]);
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read {shown}: {e}")),
+        }
+    }
+    if len > MAX_SECRET_FILE {
+        return Err(too_large());
+    }
+    let text = std::str::from_utf8(&buf[..len])
+        .map_err(|_| format!("cannot read {shown}: it is not UTF-8 text"))?;
+    Ok(SecretString::from(text.to_owned()))
+}
+
+/// "a FIFO", "a device", ...: what a path that is not a regular file is.
+fn not_regular(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO, not a regular file";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device, not a regular file";
+        }
+        if kind.is_socket() {
+            return "a socket, not a regular file";
+        }
+    }
+    if kind.is_dir() {
+        "a folder, not a regular file"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -417,6 +505,80 @@ mod tests {
         assert_eq!(
             problems[1].message,
             format!("must be between 1 and {}, not 5000000000", i64::MAX)
+        );
+    }
+
+    /// Reads `okta.api_token_file = path` and returns the one problem it draws, if any.
+    fn secret_file_problem(path: &Path) -> Option<Problem> {
+        let toml = format!("api_token_file = \"{}\"\n", path.display());
+        let mut s = section("okta", &toml);
+        let token = s.secret("api_token", header_secret);
+        let problems = s.finish();
+        assert_eq!(token.is_some(), problems.is_empty(), "{problems:?}");
+        assert!(problems.len() <= 1, "{problems:?}");
+        problems.into_iter().next()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_are_regular_files_only() {
+        // A device: refused without reading (read, /dev/zero would fill the memory).
+        let p = secret_file_problem(Path::new("/dev/zero")).unwrap();
+        assert_eq!(p.key, "okta.api_token_file");
+        assert_eq!(p.message, "/dev/zero is a device, not a regular file");
+
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            secret_file_problem(dir.path()).unwrap().message,
+            format!("{} is a folder, not a regular file", dir.path().display())
+        );
+
+        let fifo = dir.path().join("token.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // A writer that opens the FIFO and closes it at once: a reader that waited for one
+        // would see it end empty (and not hang the test); a reader that never waits does not
+        // need it, and a reader opened below lets it go.
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).map(drop))
+        };
+        let p = secret_file_problem(&fifo).unwrap();
+        assert_eq!(
+            p.message,
+            format!("{} is a FIFO, not a regular file", fifo.display())
+        );
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _release = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(&fifo)
+                .unwrap();
+            writer.join().unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn secret_files_are_capped_at_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        // At the cap: read whole (a long token is still a token).
+        std::fs::write(&path, "a".repeat(MAX_SECRET_FILE)).unwrap();
+        assert!(secret_file_problem(&path).is_none());
+        // One byte more: refused, naming the key and the path, not the content.
+        std::fs::write(&path, "a".repeat(MAX_SECRET_FILE + 1)).unwrap();
+        let p = secret_file_problem(&path).unwrap();
+        assert_eq!(p.key, "okta.api_token_file");
+        assert_eq!(
+            p.message,
+            format!(
+                "{} is larger than 64 KiB, too large for a secret file (one token or key)",
+                path.display()
+            )
         );
     }
 

@@ -7,6 +7,7 @@ mod common;
 mod daemon;
 mod faults;
 mod golden;
+mod hardening_files;
 mod incremental;
 mod oauth;
 mod pacing;
