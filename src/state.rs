@@ -126,6 +126,12 @@ pub enum StateError {
         lock: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the state folder {path} may be written by other users (mode {mode:o}), who could \
+         replace the database or plant links in it: run `chmod o-w` on it or choose another \
+         state.path"
+    )]
+    OpenDir { path: PathBuf, mode: u32 },
 }
 
 pub struct State {
@@ -188,13 +194,9 @@ impl State {
     }
 
     fn open_as(path: &Path, take_lock: bool) -> Result<State, StateError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.exists()
-        {
-            create_private_dir(dir).map_err(|source| StateError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+        match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => create_private_dir(dir)?,
+            None => create_private_dir(Path::new("."))?,
         }
         let lock = if take_lock { Some(lock(path)?) } else { None };
         let existed = path.exists();
@@ -560,7 +562,9 @@ impl RawRun {
 }
 
 /// Takes the exclusive lock on `{path}.lock` (one writer per state file) and writes our PID
-/// into it, for the message another process shows when refused.
+/// into it, for the message another process shows when refused. A symbolic link at the lock
+/// path is refused, not followed (it could make us truncate a file elsewhere), and so is
+/// anything that is not a regular file; the file is made owner-only through the open handle.
 fn lock(path: &Path) -> Result<std::fs::File, StateError> {
     use std::io::{Read, Seek, Write};
     let mut lock_path = path.as_os_str().to_owned();
@@ -571,14 +575,38 @@ fn lock(path: &Path) -> Result<std::fs::File, StateError> {
         lock: lock_path.clone(),
         source,
     };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(fail)?;
-    restrict_file(&lock_path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Without waiting: a FIFO planted there would block the open.
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        options.mode(0o600).custom_flags(flags.bits() as i32);
+    }
+    let mut file = options.open(&lock_path).map_err(|e| {
+        if std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.file_type().is_symlink()) {
+            fail(std::io::Error::other(
+                "it is a symbolic link, which is not followed: remove it",
+            ))
+        } else {
+            fail(e)
+        }
+    })?;
+    let meta = file.metadata().map_err(fail)?;
+    if !meta.is_file() {
+        return Err(fail(std::io::Error::other(
+            "it is not a regular file: remove it",
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o777 != 0o600 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(fail)?;
+        }
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -646,27 +674,61 @@ fn parse_rfc3339(v: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Makes sure the state folder is there and only its owner's to change: created owner-only
+/// (0700) when missing; an existing one (a symbolic link to a folder is fine) that other users
+/// may write is refused, as they could swap the database or plant links in it.
+fn create_private_dir(dir: &Path) -> Result<(), StateError> {
+    if !dir.exists() {
+        #[cfg(unix)]
+        let created = {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+        };
+        #[cfg(not(unix))]
+        let created = std::fs::create_dir_all(dir);
+        created.map_err(|source| StateError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|source| StateError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o002 != 0 {
+            return Err(StateError::OpenDir {
+                path: dir.to_owned(),
+                mode: mode & 0o7777,
+            });
+        }
     }
-    #[cfg(not(unix))]
-    {
-        std::fs::create_dir_all(dir)
-    }
+    Ok(())
 }
 
-/// Makes a file owner-only (0600); a missing one is left alone.
+/// Makes a regular file owner-only (0600). A missing one, and anything that is not a regular
+/// file, a symbolic link above all, is left alone: the change is never made through a link.
 fn restrict_file(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        // Looked at without following links. Other users cannot write in the folder
+        // (`create_private_dir` refuses it), so they cannot swap the file for a link between
+        // the look and the change.
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
     }
     #[cfg(not(unix))]
     let _ = path;
