@@ -68,9 +68,18 @@ fn the_unit_wires_what_the_daemon_expects() {
         "check --offline",
         "LoadCredential=okta-token:",
         "LoadCredential=pendo-key:",
+        "MemoryMax=",
+        "TasksMax=",
+        "LimitCORE=0",
     ] {
         assert!(text.contains(line), "{line} missing");
     }
+    // An invalid configuration stops the service for good instead of restarting it every 30 s.
+    let no_restart = format!(
+        "\nRestartPreventExitStatus={}\n",
+        okta_pendo_sync::app::EXIT_CONFIG
+    );
+    assert!(text.contains(&no_restart), "{no_restart:?} missing");
     // The example config reads the credentials where LoadCredential puts them, and keeps its
     // state where StateDirectory is.
     let example = std::fs::read_to_string(
