@@ -21,6 +21,13 @@ impl PrivateKey {
     /// Parses a PEM private key: RSA (PKCS#1 or PKCS#8) or EC P-256 (SEC1 or PKCS#8), and signs
     /// once with it, so that a key that parses but cannot sign is refused now rather than at the
     /// first run. The error never quotes the key.
+    ///
+    /// The PEM text is borrowed, never copied here: the loader holds it in a [`SecretString`]
+    /// (read from a `*_file` through a buffer wiped after use) that wipes it when dropped, right
+    /// after this returns. The parsed key is wiped when dropped too. What is not wiped is
+    /// jsonwebtoken's own scratch while it decodes (the DER bytes and ASN.1 blocks it drops).
+    ///
+    /// [`SecretString`]: secrecy::SecretString
     pub fn from_pem(pem: &str) -> Result<Self, String> {
         let looks_ec = pem.contains("BEGIN EC PRIVATE KEY");
         let rsa = || EncodingKey::from_rsa_pem(pem.as_bytes()).map(|k| (k, Algorithm::RS256));
