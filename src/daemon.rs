@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -314,7 +315,14 @@ impl Sources {
             secrets: config::secret_files(config_path)
                 .into_iter()
                 .map(|(key, path)| {
-                    let d = digest(&path, seed);
+                    // Read like the loader reads it: a regular file, size-capped, so a secret
+                    // path turned into `/dev/zero` or a FIFO cannot exhaust memory or block.
+                    let d = config::read_secret_file(&path).ok().map(|secret| {
+                        xxhash_rust::xxh3::xxh3_64_with_seed(
+                            secret.expose_secret().as_bytes(),
+                            seed,
+                        )
+                    });
                     (key, path, d)
                 })
                 .collect(),
@@ -387,5 +395,33 @@ impl Job for SyncJob {
             .ok()
             .flatten()
             .map(|r| r.started_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_path_turned_into_a_device_or_a_fifo_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("token.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[okta]\napi_token_file = \"/dev/zero\"\n[pendo]\nintegration_key_file = \"{}\"\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        // Returns (neither blocks on the FIFO nor reads /dev/zero without end), with no
+        // digest for either.
+        let sources = Sources::read(&config, 7);
+        assert!(sources.config.is_some());
+        assert_eq!(sources.secrets.len(), 2);
+        assert!(sources.secrets.iter().all(|(_, _, d)| d.is_none()));
     }
 }

@@ -9,6 +9,18 @@ use std::fmt;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
+/// Why a PEM text is not a key the OAuth client can sign with. Neither variant quotes the key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "is not a PEM RSA or EC (P-256) private key (\"BEGIN PRIVATE KEY\", \"BEGIN RSA \
+         PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\")"
+    )]
+    NotAKey,
+    #[error("cannot sign with it: {0}")]
+    CannotSign(#[source] jsonwebtoken::errors::Error),
+}
+
 /// A parsed private key: RSA (signs RS256) or EC P-256 (signs ES256). Its bytes are wiped
 /// when it is dropped, and its `Debug` shows only the algorithm.
 #[derive(Clone)]
@@ -28,7 +40,7 @@ impl PrivateKey {
     /// jsonwebtoken's own scratch while it decodes (the DER bytes and ASN.1 blocks it drops).
     ///
     /// [`SecretString`]: secrecy::SecretString
-    pub fn from_pem(pem: &str) -> Result<Self, String> {
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         let looks_ec = pem.contains("BEGIN EC PRIVATE KEY");
         let rsa = || EncodingKey::from_rsa_pem(pem.as_bytes()).map(|k| (k, Algorithm::RS256));
         let ec = || EncodingKey::from_ec_pem(pem.as_bytes()).map(|k| (k, Algorithm::ES256));
@@ -37,15 +49,11 @@ impl PrivateKey {
         } else {
             rsa().or_else(|_| ec())
         };
-        let (key, alg) = parsed.map_err(|_| {
-            "is not a PEM RSA or EC (P-256) private key (\"BEGIN PRIVATE KEY\", \"BEGIN RSA \
-             PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\")"
-                .to_owned()
-        })?;
+        let (key, alg) = parsed.map_err(|_| KeyError::NotAKey)?;
         let mut header = Header::new(alg);
         header.typ = Some("JWT".into());
         jsonwebtoken::encode(&header, &serde_json::json!({"probe": true}), &key)
-            .map_err(|e| format!("cannot sign with it: {e}"))?;
+            .map_err(KeyError::CannotSign)?;
         Ok(PrivateKey { key, alg })
     }
 
@@ -89,7 +97,8 @@ mod tests {
         let e = PrivateKey::from_pem(
             "-----BEGIN PRIVATE KEY-----\nTUlJQ1NFQ1JFVA==\n-----END PRIVATE KEY-----\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("is not a PEM RSA or EC"), "{e}");
         assert!(!e.contains("TUlJQ1NFQ1JFVA"), "{e}");
         assert!(PrivateKey::from_pem("not pem at all").is_err());

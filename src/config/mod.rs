@@ -27,6 +27,7 @@ use crate::retry::RetryPolicy;
 use crate::schedule::CronSchedule;
 use crate::signing::PrivateKey;
 use read::Choice;
+pub(crate) use read::read_secret_file;
 
 /// Environment variables starting with this prefix (then `__SECTION__KEY`) override the file.
 pub const ENV_PREFIX: &str = "OKTA_PENDO_SYNC";

@@ -256,10 +256,10 @@ impl Section {
 
     /// A secret given inline (`key`) or in a file (`key_file`), exactly one of them, trimmed,
     /// then read by `parse`. No message quotes the value, `parse`'s errors included.
-    pub(super) fn secret<T>(
+    pub(super) fn secret<T, E: std::fmt::Display>(
         &mut self,
         key: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
         let file_key = format!("{key}_file");
         let inline = match self.remove(key).map(|v| v.kind) {
@@ -329,7 +329,7 @@ pub(super) const MAX_SECRET_FILE: usize = 64 * 1024;
 /// before anything is read. The bytes go into one buffer allocated once, wiped when dropped;
 /// the text is handed back as a [`SecretString`], wiped alike. Errors name the path, never
 /// the content.
-fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     use std::io::Read;
     use zeroize::Zeroizing;
 
