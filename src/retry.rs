@@ -114,7 +114,7 @@ where
         }
         let wait = wait.unwrap_or_else(|| policy.backoff(tries));
         let elapsed = started.elapsed();
-        if elapsed + wait > policy.max_elapsed {
+        if elapsed.saturating_add(wait) > policy.max_elapsed {
             tracing::warn!(
                 target: "okta_pendo_sync::retry",
                 request = what,

@@ -30,6 +30,7 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -50,6 +51,9 @@ const ASSERTION_LIFETIME: u64 = 300;
 const DPOP_EXCHANGES: usize = 4;
 /// The largest token response read (a real one is a few KB).
 const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
+/// The longest lifetime believed of a token, whatever `expires_in` says (Okta's longest is a
+/// day): a token is fetched again at least this often.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why the OAuth client could not be set up, before any request.
 #[derive(Debug, thiserror::Error)]
@@ -114,10 +118,11 @@ impl Auth {
     pub async fn credentials(&self, method: &str, url: &Url) -> Result<Credentials, OktaError> {
         match self {
             Auth::Ssws(token) => {
-                let mut value = HeaderValue::from_str(&format!("SSWS {}", token.expose_secret()))
-                    .map_err(|_| OktaError::Unauthorized {
-                    code: "the token holds characters not allowed in a header".into(),
-                })?;
+                let text = Zeroizing::new(format!("SSWS {}", token.expose_secret()));
+                let mut value =
+                    HeaderValue::from_str(&text).map_err(|_| OktaError::Unauthorized {
+                        code: "the token holds characters not allowed in a header".into(),
+                    })?;
                 value.set_sensitive(true);
                 Ok(Credentials {
                     authorization: value,
@@ -370,12 +375,10 @@ impl OAuth {
     async fn credentials(&self, method: &str, url: &Url) -> Result<Credentials, OktaError> {
         let (token, dpop) = self.token().await?;
         let scheme = if dpop { "DPoP" } else { "Bearer" };
-        let mut authorization =
-            HeaderValue::from_str(&format!("{scheme} {}", token.expose_secret())).map_err(
-                |_| OktaError::OAuth {
-                    what: "Okta's access token is not a valid header".into(),
-                },
-            )?;
+        let text = Zeroizing::new(format!("{scheme} {}", token.expose_secret()));
+        let mut authorization = HeaderValue::from_str(&text).map_err(|_| OktaError::OAuth {
+            what: "Okta's access token is not a valid header".into(),
+        })?;
         authorization.set_sensitive(true);
         let proof = if dpop {
             let nonce = self.lock_nonces().resource.clone();
@@ -437,8 +440,9 @@ impl OAuth {
             };
             let status = response.status();
             let headers = response.headers().clone();
+            // The body holds the access token: wiped once read.
             let body = match http::read_body(response, MAX_TOKEN_RESPONSE_BYTES).await {
-                Ok(b) => b,
+                Ok(b) => Zeroizing::new(b),
                 Err(e) => return self.network_failure(e.to_string()),
             };
             if status == reqwest::StatusCode::OK {
@@ -573,16 +577,16 @@ impl OAuth {
         })?;
         let dpop = t.token_type.eq_ignore_ascii_case("DPoP");
         self.lock_nonces().bound = Some(dpop);
-        let lifetime = Duration::from_secs(t.expires_in);
         tracing::debug!(
             token_type = %t.token_type,
             expires_in = t.expires_in,
             "obtained an Okta access token"
         );
+        let now = Instant::now();
         Ok(Cached {
             token: SecretString::from(t.access_token),
             dpop,
-            renew_at: Instant::now() + lifetime.saturating_sub(RENEW_EARLY),
+            renew_at: renew_at(now, t.expires_in),
         })
     }
 
@@ -614,12 +618,23 @@ impl OAuth {
     }
 }
 
-/// A token endpoint error, in words that say what to change in Okta.
+/// When a token that Okta says lives `expires_in` seconds is renewed: [`RENEW_EARLY`] before
+/// it expires, believing at most [`MAX_TOKEN_LIFETIME`] (a huge `expires_in` cannot overflow
+/// the clock).
+fn renew_at(now: Instant, expires_in: u64) -> Instant {
+    let lifetime = Duration::from_secs(expires_in).min(MAX_TOKEN_LIFETIME);
+    now.checked_add(lifetime.saturating_sub(RENEW_EARLY))
+        .unwrap_or(now)
+}
+
+/// A token endpoint error, in words that say what to change in Okta. The server's words are
+/// quoted as an excerpt: one line, bounded.
 fn token_error(status: u16, e: &OAuthErrorBody, scopes: &[String], body: &[u8]) -> OktaError {
-    let desc = if e.error_description.is_empty() {
+    let desc = http::excerpt(e.error_description.as_bytes(), &[]);
+    let desc = if desc.is_empty() {
         String::new()
     } else {
-        format!(": {}", e.error_description)
+        format!(": {desc}")
     };
     let what = match e.error.as_str() {
         "invalid_client" => format!(
@@ -645,7 +660,10 @@ fn token_error(status: u16, e: &OAuthErrorBody, scopes: &[String], body: &[u8]) 
             "the token request failed with HTTP {status}: {}",
             http::excerpt(body, &[])
         ),
-        other => format!("the token request failed ({other}{desc})"),
+        other => format!(
+            "the token request failed ({}{desc})",
+            http::excerpt(other.as_bytes(), &[])
+        ),
     };
     OktaError::OAuth { what }
 }
@@ -653,6 +671,42 @@ fn token_error(status: u16, e: &OAuthErrorBody, scopes: &[String], body: &[u8]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_expires_in_is_clamped_not_an_overflow() {
+        let now = Instant::now();
+        let day = MAX_TOKEN_LIFETIME - RENEW_EARLY;
+        assert_eq!(renew_at(now, u64::MAX), now + day);
+        assert_eq!(renew_at(now, u64::MAX / 1000), now + day);
+        assert_eq!(renew_at(now, 3600), now + Duration::from_secs(3540));
+        assert_eq!(renew_at(now, 10), now);
+    }
+
+    #[test]
+    fn the_token_endpoints_words_are_quoted_on_one_bounded_line() {
+        let err = OAuthErrorBody {
+            error: "weird\nerror".into(),
+            error_description: format!("line one\r\nFAKE LOG LINE {}", "x".repeat(1000)),
+        };
+        for e in [
+            err.clone_with("invalid_client"),
+            err.clone_with("weird\nerror"),
+        ] {
+            let text = token_error(400, &e, &[], b"").to_string();
+            assert!(!text.contains(['\n', '\r']), "{text}");
+            assert!(text.contains("line oneFAKE LOG LINE"), "{text}");
+            assert!(text.chars().count() < 700, "{text}");
+        }
+    }
+
+    impl OAuthErrorBody {
+        fn clone_with(&self, error: &str) -> OAuthErrorBody {
+            OAuthErrorBody {
+                error: error.into(),
+                error_description: self.error_description.clone(),
+            }
+        }
+    }
 
     #[test]
     fn htu_drops_query_and_fragment() {
