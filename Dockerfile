@@ -8,8 +8,9 @@
 #     okta-pendo-sync
 #
 # In config.toml: api_token_file = "/run/secrets/okta-token",
-# integration_key_file = "/run/secrets/pendo-key", [server] listen = "0.0.0.0:9184" for the
-# health check (publish the port only if you scrape /metrics from outside).
+# integration_key_file = "/run/secrets/pendo-key", [server] listen = "127.0.0.1:9184" for the
+# health check, which runs inside the container. To scrape /metrics from outside, listen on the
+# container's own interface address (not 0.0.0.0) and publish the port.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN=bookworm
