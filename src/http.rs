@@ -38,13 +38,11 @@ pub async fn read_body(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::with_capacity(
-        response
-            .content_length()
-            .map_or(8 * 1024, |n| (n as usize).min(limit)),
-    );
+    // The declared length is the server's word, not a reason to reserve memory: the buffer
+    // grows with what actually arrives.
+    let mut body = Vec::with_capacity(limit.min(8 * 1024));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
-        if body.len() + chunk.len() > limit {
+        if body.len().saturating_add(chunk.len()) > limit {
             return Err(BodyError::TooLarge { limit });
         }
         body.extend_from_slice(&chunk);

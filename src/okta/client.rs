@@ -25,8 +25,19 @@ use crate::http;
 use crate::metrics::{Metrics, Service};
 use crate::retry::{Attempt, RetryPolicy, with_retry};
 
-/// The largest page body accepted (200 large user objects fit many times over).
+/// The largest page body accepted at Okta's largest page (200 users): large user objects fit
+/// many times over. Smaller pages get a proportionally smaller cap (see [`max_page_bytes`]).
 const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Okta's largest page, the one [`MAX_PAGE_BYTES`] is sized for.
+const LARGEST_PAGE: usize = 200;
+/// The cap of the smallest pages.
+const MIN_PAGE_BYTES: usize = 1024 * 1024;
+
+/// The largest body accepted for a page of at most `page_size` users.
+fn max_page_bytes(page_size: u32) -> usize {
+    let users = (page_size as usize).clamp(1, LARGEST_PAGE);
+    (MAX_PAGE_BYTES * users / LARGEST_PAGE).max(MIN_PAGE_BYTES)
+}
 
 /// A failure talking to Okta, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +286,7 @@ impl OktaClient {
         let status = response.status();
         let headers = response.headers().clone();
         self.pacer.observe(&headers);
-        let body = match http::read_body(response, MAX_PAGE_BYTES).await {
+        let body = match http::read_body(response, max_page_bytes(self.page_size)).await {
             Ok(b) => b,
             Err(e) => return self.unread_body(e, path),
         };
@@ -421,7 +432,7 @@ impl OktaClient {
     }
 
     /// A 200's body read as users (only the projected attributes), with its next link and its
-    /// `Date`.
+    /// `Date`. A page is what Okta sends: an array of at most `page_size` user objects.
     fn parse_page(
         &self,
         page_url: &Url,
@@ -439,16 +450,13 @@ impl OktaClient {
             .is_some_and(|b| *b == b'[');
         let users: Vec<Value> = if is_array {
             self.projection
-                .parse_page(body)
-                .map_err(|e| malformed(format!("not valid JSON: {e}")))?
+                .parse_users(body, self.page_size as usize)
+                .map_err(|e| malformed(format!("not a page of users: {e}")))?
         } else {
-            return Err(match serde_json::from_slice::<Value>(body) {
-                Ok(other) => malformed(format!(
-                    "expected a JSON array of users, got {}",
-                    json_kind(&other)
-                )),
-                Err(e) => malformed(format!("not valid JSON: {e}")),
-            });
+            return Err(malformed(format!(
+                "expected a JSON array of users, got {}",
+                json_kind(body)
+            )));
         };
         let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
         let next = link::next_link(links)
@@ -478,14 +486,17 @@ impl OktaClient {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// What a body that is not an array looks like, from its first byte: it is not parsed (it could
+/// be anything, of any size).
+fn json_kind(body: &[u8]) -> &'static str {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => "an empty body",
+        Some(b'{') => "an object",
+        Some(b'"') => "a string",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(_) => "something that is not JSON",
     }
 }
 

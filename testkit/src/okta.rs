@@ -224,6 +224,25 @@ pub enum OktaFault {
         /// Length of the (decoded) body in bytes.
         bytes: usize,
     },
+    /// The n-th request answers 200 whose body is `[0,0,0,...]`: a valid JSON array of zeros,
+    /// `bytes` long (rounded down to an odd length, at least `[0]`), with only a `rel="self"`
+    /// link. Valid JSON, but not one user: for a client that must bound a page by what Okta
+    /// can send.
+    ZeroFilled {
+        /// 0-based request number.
+        request: usize,
+        /// Length of the body in bytes.
+        bytes: usize,
+    },
+    /// The n-th request answers 200 whose body is a valid JSON array of `users` generated users
+    /// (ids from `00u00000000000000000` on, as for [`OktaFault::HugeBody`]) whatever the
+    /// request's `limit`, with only a `rel="self"` link: more users than a page may hold.
+    OverfullPage {
+        /// 0-based request number.
+        request: usize,
+        /// Users in the page.
+        users: usize,
+    },
     /// The n-th request is recorded (status 0) and then never answered: the handler waits
     /// [`HANG_DURATION`] (300 s) and only then answers 504 with an Okta error body. Dropping
     /// the server aborts the wait and closes the connection. For client timeouts.
@@ -949,6 +968,30 @@ async fn route(
                 let mut r = Reply::ok(Vec::new(), vec![self_link(shared, path_and_query)]);
                 r.special = Some(Special::Huge(*bytes));
                 return r;
+            }
+            OktaFault::ZeroFilled { request, bytes } if *request == n => {
+                let zeros = (bytes.saturating_sub(1) / 2).max(1);
+                let mut body = Vec::with_capacity(zeros * 2 + 1);
+                body.push(b'[');
+                for i in 0..zeros {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.push(b'0');
+                }
+                body.push(b']');
+                return Reply::ok(body, vec![self_link(shared, path_and_query)]);
+            }
+            OktaFault::OverfullPage { request, users } if *request == n => {
+                let mut body = vec![b'['];
+                for i in 0..*users {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    write_generated_user(&mut body, i, &shared.base_url);
+                }
+                body.push(b']');
+                return Reply::ok(body, vec![self_link(shared, path_and_query)]);
             }
             _ => {}
         }

@@ -8,6 +8,7 @@ mod daemon;
 mod faults;
 mod golden;
 mod hardening_files;
+mod hardening_net;
 mod incremental;
 mod oauth;
 mod pacing;

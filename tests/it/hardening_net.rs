@@ -1,0 +1,85 @@
+//! The network edges hardened: what a hostile or odd server (or proxy) can send, and that the
+//! run neither trusts it nor falls over.
+
+use crate::common;
+
+use common::{Parts, Setup, last_run, stderr};
+use okta_pendo_testkit::{FakeOkta, FakePendo, OktaFault, OktaOptions, PendoOptions, UserSource};
+
+/// Quick retries, so fault tests stay fast.
+const FAST_RETRY: &str = "[retry]\nmax_attempts = 3\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"";
+
+fn okta_opts(users: usize, faults: Vec<OktaFault>) -> OktaOptions {
+    OktaOptions {
+        users: UserSource::Generated(users),
+        rate_limit: 100_000,
+        faults,
+        ..OktaOptions::default()
+    }
+}
+
+/// Runs `sync` against a fake Okta with `opts`, `[okta]` extra lines `okta_extra` and quick
+/// retries.
+async fn sync_with(
+    opts: OktaOptions,
+    okta_extra: &str,
+) -> (FakeOkta, FakePendo, Setup, std::process::Output) {
+    let okta = FakeOkta::start(opts).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: okta_extra,
+            extra: FAST_RETRY,
+            ..Parts::default()
+        },
+    );
+    let out = setup.run(&["sync"]).await;
+    (okta, pendo, setup, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_zeros_is_malformed_not_millions_of_users() {
+    // Valid JSON, 4 MiB of it: two million elements, not one of them a user. Every try.
+    let faults = (0..3)
+        .map(|request| OktaFault::ZeroFilled {
+            request,
+            bytes: 4 * 1024 * 1024,
+        })
+        .collect();
+    let (okta, pendo, setup, out) = sync_with(okta_opts(10, faults), "").await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(okta.requests().len(), 3, "a malformed page is retried");
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["okta_users_read"], 0, "{run}");
+    let msg = run["message"].as_str().unwrap();
+    assert!(msg.contains("malformed page"), "{msg}");
+    assert!(msg.contains("a user (a JSON object)"), "{msg}");
+    assert_eq!(pendo.post_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_with_more_users_than_its_limit_is_malformed() {
+    let faults = (0..3)
+        .map(|request| OktaFault::OverfullPage { request, users: 6 })
+        .collect();
+    let (okta, pendo, setup, out) = sync_with(okta_opts(10, faults), "page_size = 5").await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(okta.requests().len(), 3, "a malformed page is retried");
+    assert!(
+        okta.requests()[0].path_and_query.contains("limit=5"),
+        "{:?}",
+        okta.requests()[0]
+    );
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let msg = run["message"].as_str().unwrap();
+    assert!(msg.contains("malformed page"), "{msg}");
+    assert!(
+        msg.contains("more than the 5 users a page may hold"),
+        "{msg}"
+    );
+    assert_eq!(pendo.post_count(), 0);
+}
