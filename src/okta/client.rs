@@ -266,7 +266,7 @@ impl OktaClient {
         Ok(())
     }
 
-    /// One try at a page: the credentials, the pacer's pause, the request, and its answer as an
+    /// One try at a page: the pacer's pause, the credentials, the request, and its answer as an
     /// [`Attempt`].
     async fn try_page(
         &self,
@@ -274,11 +274,12 @@ impl OktaClient {
         path: &str,
         auth_retries: &AtomicU8,
     ) -> Attempt<Page, OktaError> {
+        // The pause first: the credentials (a DPoP proof's `iat`) are as fresh as the request.
+        self.pace().await;
         let credentials = match self.auth.credentials("GET", url).await {
             Ok(c) => c,
             Err(e) => return Attempt::Done(Err(e)),
         };
-        self.pace().await;
         let response = match self.send(url, credentials).await {
             Ok(r) => r,
             Err(error) => return Attempt::retry(error),

@@ -74,6 +74,10 @@ pub struct OAuthOptions {
     pub admin_role: bool,
     /// Faults to inject into token requests, by their number; default none.
     pub token_faults: Vec<TokenFault>,
+    /// How far, in seconds, a DPoP proof's `iat` may be from the time it is received; default
+    /// [`CLOCK_SKEW_SECS`]. Tests shorten it to see that proofs are made just before they are
+    /// sent.
+    pub proof_iat_window_secs: i64,
 }
 
 /// A fault injected into one token request. `request` is 0-based and counts the requests the
@@ -216,6 +220,7 @@ impl Default for OAuthOptions {
             token_lifetime: Duration::from_secs(3600),
             admin_role: true,
             token_faults: Vec::new(),
+            proof_iat_window_secs: CLOCK_SKEW_SECS,
         }
     }
 }
@@ -534,7 +539,9 @@ impl OAuthState {
             Err(d) => return invalid_client(d),
         };
         // The proof's own checks need no state: run them before locking.
-        let verified = proof.map(|p| verify_proof(p, "POST", &self.token_url, None, now_secs));
+        let window = self.opts.proof_iat_window_secs;
+        let verified =
+            proof.map(|p| verify_proof(p, "POST", &self.token_url, None, now_secs, window));
 
         let mut inner = self.lock();
         if inner.assertion_jtis.contains(&assertion_jti) {
@@ -712,7 +719,14 @@ impl OAuthState {
         let htu = format!("{}{path}", self.base_url);
         let verified = match proofs.as_slice() {
             [one] if dpop_scheme => Some(match one.to_str() {
-                Ok(p) => verify_proof(p, method.as_str(), &htu, Some(&ath(token)), epoch_secs(now)),
+                Ok(p) => verify_proof(
+                    p,
+                    method.as_str(),
+                    &htu,
+                    Some(&ath(token)),
+                    epoch_secs(now),
+                    self.opts.proof_iat_window_secs,
+                ),
                 Err(_) => Err("The DPoP proof JWT is malformed."),
             }),
             _ => None,
@@ -871,13 +885,15 @@ fn verify_signature(
 /// Members of a JWK that belong to a private or symmetric key.
 const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// Verifies a DPoP proof but for `jti` replay and `nonce`.
+/// Verifies a DPoP proof but for `jti` replay and `nonce`; its `iat` must be within
+/// `iat_window` seconds of `now`.
 fn verify_proof(
     proof: &str,
     htm: &str,
     htu: &str,
     ath: Option<&str>,
     now: i64,
+    iat_window: i64,
 ) -> Result<VerifiedProof, &'static str> {
     let Some((header, claims)) = jwt_parts(proof) else {
         return Err("The DPoP proof JWT is malformed.");
@@ -928,7 +944,7 @@ fn verify_proof(
         return Err("The DPoP proof JWT 'htu' claim does not match the request URL.");
     }
     match claims.get("iat").and_then(numeric) {
-        Some(iat) if (iat - now).abs() <= CLOCK_SKEW_SECS => {}
+        Some(iat) if (iat - now).abs() <= iat_window => {}
         _ => {
             return Err(
                 "The DPoP proof JWT 'iat' claim is missing or not within the allowed window.",

@@ -3,8 +3,12 @@
 
 use crate::common;
 
-use common::{Parts, Setup, last_run, stderr};
-use okta_pendo_testkit::{FakeOkta, FakePendo, OktaFault, OktaOptions, PendoOptions, UserSource};
+use std::time::Duration;
+
+use common::{Parts, Setup, last_run, stderr, stdout};
+use okta_pendo_testkit::{
+    FakeOkta, FakePendo, OAuthOptions, OktaFault, OktaOptions, PendoOptions, UserSource, keys,
+};
 
 /// Quick retries, so fault tests stay fast.
 const FAST_RETRY: &str = "[retry]\nmax_attempts = 3\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"";
@@ -82,4 +86,65 @@ async fn a_page_with_more_users_than_its_limit_is_malformed() {
         "{msg}"
     );
     assert_eq!(pendo.post_count(), 0);
+}
+
+/// Runs `sync` against a fake Okta org whose API is read by an OAuth service app (`oauth`),
+/// with `okta_extra` lines in `[okta]`.
+async fn oauth_sync(
+    opts: OktaOptions,
+    okta_extra: &str,
+) -> (FakeOkta, FakePendo, Setup, std::process::Output) {
+    let okta = FakeOkta::start(opts).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            okta: okta_extra,
+            oauth: "client_id = \"0oa-test-client\"\nprivate_key_file = \"KEY_FILE\"",
+            extra: FAST_RETRY,
+            ..Parts::default()
+        },
+    );
+    let key = setup.dir.path().join("okta.pem");
+    std::fs::write(&key, keys::RSA_PRIVATE_PEM).unwrap();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replace("KEY_FILE", &key.display().to_string());
+    std::fs::write(&setup.config, text).unwrap();
+    let out = setup.run(&["sync"]).await;
+    (okta, pendo, setup, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_proofs_are_made_after_the_pacing_wait() {
+    // One request per 5 s window: the second page waits for the next window. The org takes a
+    // proof only within 2 s of its iat, so one made before that wait is refused.
+    let opts = OktaOptions {
+        users: UserSource::Generated(2),
+        budget_per_minute: Some(1),
+        budget_window: Duration::from_secs(5),
+        oauth: Some(OAuthOptions {
+            proof_iat_window_secs: 2,
+            ..OAuthOptions::default()
+        }),
+        ..OktaOptions::default()
+    };
+    let (okta, pendo, setup, out) = oauth_sync(opts, "page_size = 1").await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        okta.rate_limited_count(),
+        0,
+        "the pacer waited for the window"
+    );
+    let reqs = okta.requests();
+    assert!(reqs.len() >= 2, "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.status == 200), "{reqs:?}");
+    assert_eq!(pendo.records_received(), 2);
+    assert_eq!(last_run(&setup).await["status"], "succeeded");
 }
