@@ -44,6 +44,9 @@ pub const JWT_BEARER_ASSERTION_TYPE: &str =
 /// `iat`, in seconds.
 pub const CLOCK_SKEW_SECS: i64 = 60;
 
+/// The lifetime of a token whose `expires_in` no clock can add: a hundred years.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// How a [`FakeOkta`](crate::FakeOkta) with [`OktaOptions::oauth`](crate::OktaOptions::oauth)
 /// set authenticates its API clients: the registration of one OAuth service app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +70,9 @@ pub struct OAuthOptions {
     pub resource_nonce: bool,
     /// Scopes granted to the app; default `["okta.users.read", "okta.groups.read"]`.
     pub granted_scopes: Vec<String>,
-    /// Lifetime of the access tokens issued (`expires_in`); default 3600 s.
+    /// Lifetime of the access tokens issued (`expires_in`); default 3600 s. Any value is
+    /// answered as it is, even one no clock can add (`Duration::from_secs(u64::MAX)`): such a
+    /// token never expires here.
     pub token_lifetime: Duration,
     /// Whether the app has an admin role; default true. When false, API requests that pass
     /// every token check answer 403 E0000006.
@@ -615,7 +620,9 @@ impl OAuthState {
         inner.tokens.insert(
             token.clone(),
             IssuedToken {
-                expires: now + self.opts.token_lifetime,
+                expires: now
+                    .checked_add(self.opts.token_lifetime)
+                    .unwrap_or(now + NEVER),
                 scopes: scopes.to_vec(),
                 jkt,
             },

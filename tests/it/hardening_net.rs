@@ -148,3 +148,32 @@ async fn dpop_proofs_are_made_after_the_pacing_wait() {
     assert_eq!(pendo.records_received(), 2);
     assert_eq!(last_run(&setup).await["status"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_said_to_live_for_ever_is_no_panic() {
+    let opts = OktaOptions {
+        users: UserSource::Generated(3),
+        rate_limit: 100_000,
+        oauth: Some(OAuthOptions {
+            token_lifetime: Duration::from_secs(u64::MAX),
+            ..OAuthOptions::default()
+        }),
+        ..OktaOptions::default()
+    };
+    let (okta, pendo, setup, out) = oauth_sync(opts, "").await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let issued = okta
+        .token_requests()
+        .iter()
+        .filter(|t| t.status == 200)
+        .count();
+    assert_eq!(issued, 1);
+    assert_eq!(pendo.records_received(), 3);
+    assert_eq!(last_run(&setup).await["status"], "succeeded");
+}
