@@ -643,7 +643,8 @@ pub fn service_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// `localhost`, `127.0.0.0/8` or `[::1]`.
+/// `localhost`, `127.0.0.0/8` or `[::1]`. The name `localhost` is never looked up: the HTTP
+/// clients (`http::client`) send it to 127.0.0.1 or ::1 only, whatever DNS or a hosts file says.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),

@@ -3,12 +3,14 @@
 
 use crate::common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Parts, Setup, last_run, stderr, stdout};
 use okta_pendo_testkit::{
     FakeOkta, FakePendo, OAuthOptions, OktaFault, OktaOptions, PendoOptions, UserSource, keys,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Quick retries, so fault tests stay fast.
 const FAST_RETRY: &str = "[retry]\nmax_attempts = 3\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"";
@@ -175,5 +177,65 @@ async fn a_token_said_to_live_for_ever_is_no_panic() {
         .count();
     assert_eq!(issued, 1);
     assert_eq!(pendo.records_received(), 3);
+    assert_eq!(last_run(&setup).await["status"], "succeeded");
+}
+
+/// A "proxy" on 127.0.0.1 that records the first line of every request reaching it and
+/// answers 502.
+async fn recording_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let first = text.lines().next().unwrap_or("").to_owned();
+            log.lock().unwrap().push(first);
+            let _ = s
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_targets_never_go_through_a_proxy() {
+    let (proxy, seen) = recording_proxy().await;
+    let okta = FakeOkta::start(okta_opts(3, vec![])).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let parts = Parts {
+        extra: FAST_RETRY,
+        ..Parts::default()
+    };
+    let setup = Setup::new(&okta, &pendo, parts);
+    let vars = [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    let mut env: Vec<(&str, &str)> = vars.iter().map(|v| (*v, proxy.as_str())).collect();
+    env.extend([("NO_PROXY", ""), ("no_proxy", "")]);
+    let out = common::run_bin(&setup.config, &["sync"], &env).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(pendo.records_received(), 3);
+    assert!(okta.requests().iter().all(|r| r.status == 200));
     assert_eq!(last_run(&setup).await["status"], "succeeded");
 }
