@@ -239,3 +239,47 @@ async fn loopback_targets_never_go_through_a_proxy() {
     assert!(okta.requests().iter().all(|r| r.status == 200));
     assert_eq!(last_run(&setup).await["status"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_on_every_network_is_warned_about() {
+    use tokio::io::AsyncBufReadExt;
+
+    let okta = FakeOkta::start(okta_opts(1, vec![])).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let parts = Parts {
+        extra: "[server]\nlisten = \"0.0.0.0:0\"",
+        ..Parts::default()
+    };
+    let setup = Setup::new(&okta, &pendo, parts);
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+        .arg("-c")
+        .arg(&setup.config)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(daemon.stdout.take().unwrap()).lines();
+    let warning = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("unspecified address") {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the daemon logs within 30 s")
+    .expect("the daemon warns before its log ends");
+    let warning: serde_json::Value = serde_json::from_str(&warning).unwrap();
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("prefer 127.0.0.1"),
+        "{warning}"
+    );
+    daemon.kill().await.unwrap();
+}
