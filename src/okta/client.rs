@@ -433,7 +433,7 @@ impl OktaClient {
     }
 
     /// A 200's body read as users (only the projected attributes), with its next link and its
-    /// `Date`. A page is what Okta sends: an array of at most `page_size` user objects.
+    /// `Date`. A page is what Okta sends: an array of at most `page_size` users.
     fn parse_page(
         &self,
         page_url: &Url,

@@ -47,7 +47,7 @@ async fn sync_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_zeros_is_malformed_not_millions_of_users() {
-    // Valid JSON, 4 MiB of it: two million elements, not one of them a user. Every try.
+    // Valid JSON, 4 MiB of it: two million elements where a page holds at most 200. Every try.
     let faults = (0..3)
         .map(|request| OktaFault::ZeroFilled {
             request,
@@ -62,7 +62,10 @@ async fn a_page_of_zeros_is_malformed_not_millions_of_users() {
     assert_eq!(run["okta_users_read"], 0, "{run}");
     let msg = run["message"].as_str().unwrap();
     assert!(msg.contains("malformed page"), "{msg}");
-    assert!(msg.contains("a user (a JSON object)"), "{msg}");
+    assert!(
+        msg.contains("more than the 200 users a page may hold"),
+        "{msg}"
+    );
     assert_eq!(pendo.post_count(), 0);
 }
 
