@@ -11,19 +11,22 @@
 //!   `DEPROVISIONED` users omitted from unfiltered listings as Okta does, an optional enforced
 //!   request budget per window, and injected faults (error
 //!   statuses, 429 with a reset, the concurrency-limit 429, a `next` link that leaves the org,
-//!   malformed or non-array JSON, a wrong-typed user, a huge streamed body, a body cut
-//!   mid-way, a request never answered).
+//!   malformed or non-array JSON, a wrong-typed user, a huge streamed body, a page of zeros, a
+//!   page holding more users than its limit, a body cut mid-way, a request never answered), and
+//!   an optional clock skew of the org.
 //! * [`FakePendo`] serves Pendo's visitor metadata API (`POST
 //!   /api/v1/metadata/visitor/{group}/value[?create=true]`, `GET
 //!   /api/v1/metadata/schema/visitor`) with integration-key and content-type checks, Pendo's
 //!   `{"total","updated","failed","missing","errors"}` accounting, injected faults (error
 //!   statuses, `Retry-After`, 409 "Operation in progress", malformed JSON, a request never
-//!   answered) and a 408 for batches over a size.
+//!   answered), a 408 for batches over a size, records it refuses or does not confirm, and
+//!   optionally Pendo's refusal of fields its schema does not have.
 //! * [`users`] makes deterministic, realistic Okta users, fast enough to serve a million.
 //! * [`OAuthOptions`] (in [`OktaOptions::oauth`]) turns the fake Okta into an org whose API is
 //!   accessed by an OAuth 2.0 service app: client credentials with a `private_key_jwt` client
 //!   assertion at `POST /oauth2/v1/token`, DPoP-bound (RFC 9449) or Bearer access tokens,
-//!   server nonces, scopes and the admin role, all verified as Okta does (see [`oauth`]).
+//!   server nonces, scopes and the admin role, all verified as Okta does, with injectable
+//!   token-endpoint faults (see [`oauth`]).
 //!   [`keys`] holds throwaway key pairs for it.
 //!
 //! Both servers bind 127.0.0.1 (port 0 by default), record what they receive for assertions,

@@ -458,7 +458,11 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // All the tests share one process: a callsite another test's thread registered while this
+    // subscriber was being set could have cached "no one listens". Ask every callsite again.
+    tracing::callsite::rebuild_interest_cache();
+    (buffer, guard)
 }
 
 #[tokio::test(start_paused = true)]
