@@ -264,7 +264,7 @@ impl Daemon {
                 let restart = new.needs_restart(&self.settings);
                 if !restart.is_empty() {
                     tracing::warn!(
-                        "{} changed: that takes a restart; the rest applies now",
+                        "{} changed: that takes a restart; the rest applies from the next run",
                         restart.join(", ")
                     );
                 }
