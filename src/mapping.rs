@@ -139,6 +139,17 @@ pub struct Record {
     pub values: Vec<Option<Value>>,
 }
 
+impl Record {
+    /// Adds one to `counts[i]` for each field `i` this record gives a value (not null).
+    pub fn count_values(&self, counts: &mut [u64]) {
+        for (n, v) in counts.iter_mut().zip(&self.values) {
+            if v.as_ref().is_some_and(|v| !v.is_null()) {
+                *n += 1;
+            }
+        }
+    }
+}
+
 /// Why a user cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unsendable {

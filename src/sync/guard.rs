@@ -52,11 +52,7 @@ impl Guard {
 
     /// Holds a record back; true once the sample is complete.
     pub fn add(&mut self, record: Record, hash: u64, known: bool) -> bool {
-        for (n, v) in self.with_value.iter_mut().zip(&record.values) {
-            if v.as_ref().is_some_and(|v| !v.is_null()) {
-                *n += 1;
-            }
-        }
+        record.count_values(&mut self.with_value);
         if !known {
             self.new_visitors += 1;
         }

@@ -292,11 +292,7 @@ impl Pipeline<'_, '_> {
             }
             return;
         }
-        for (n, v) in self.with_value.iter_mut().zip(&record.values) {
-            if v.as_ref().is_some_and(|v| !v.is_null()) {
-                *n += 1;
-            }
-        }
+        record.count_values(&mut self.with_value);
         self.batch.push(record);
         self.hashes.push(hash);
         if self.batch.len() >= self.settings.pendo.batch_size.get() {

@@ -32,14 +32,8 @@ pub(super) async fn push_records(
 ) {
     let mut body = Vec::with_capacity(records.len() * 128);
     if let Err(e) = mapping.write_batch(records, &mut body) {
-        out.sent += records.len() as u64;
-        out.failed.push((
-            PendoError::Malformed {
-                status: 0,
-                detail: format!("cannot serialize the batch: {e}"),
-            },
-            records.iter().map(|r| r.visitor_id.clone()).collect(),
-        ));
+        let detail = format!("cannot serialize the batch: {e}");
+        failed(PendoError::Malformed { status: 0, detail }, records, out);
         return;
     }
     match pendo.push(body.into()).await {
@@ -60,49 +54,67 @@ pub(super) async fn push_records(
         Err(PendoError::Status {
             status: 400,
             detail,
-        }) if crate::pendo::unknown_field(&detail, mapping).is_some() => {
-            let field = crate::pendo::unknown_field(&detail, mapping)
-                .unwrap_or_default()
-                .to_owned();
-            refuse(PendoError::UnknownField { field, detail }, records, out);
+        }) => match crate::pendo::unknown_field(&detail, mapping) {
+            Some(field) => {
+                let field = field.to_owned();
+                refuse(PendoError::UnknownField { field, detail }, records, out);
+            }
+            None if records.len() > 1 => {
+                let why = "Pendo refused the batch (HTTP 400)";
+                split(pendo, mapping, records, hashes, out, why).await;
+            }
+            None => failed(
+                PendoError::Status {
+                    status: 400,
+                    detail,
+                },
+                records,
+                out,
+            ),
+        },
+        Err(PendoError::Timeout) if records.len() > 1 => {
+            let why = "Pendo answered 408 (call too long)";
+            split(pendo, mapping, records, hashes, out, why).await;
         }
-        Err(error @ (PendoError::Timeout | PendoError::Status { status: 400, .. }))
-            if records.len() > 1 =>
-        {
-            let why = match error {
-                PendoError::Timeout => "Pendo answered 408 (call too long)",
-                _ => "Pendo refused the batch (HTTP 400)",
-            };
-            tracing::warn!(
-                records = records.len(),
-                "{why}: splitting the batch in halves to find what it refuses"
-            );
-            let mid = records.len() / 2;
-            let (a, b) = records.split_at(mid);
-            let (ha, hb) = hashes.split_at(mid.min(hashes.len()));
-            Box::pin(push_records(pendo, mapping, a, ha, out)).await;
-            Box::pin(push_records(pendo, mapping, b, hb, out)).await;
-        }
-        Err(error) => {
-            tracing::warn!(records = records.len(), "batch not delivered: {error}");
-            out.sent += records.len() as u64;
-            out.failed.push((
-                error,
-                records.iter().map(|r| r.visitor_id.clone()).collect(),
-            ));
-        }
+        Err(error) => failed(error, records, out),
     }
 }
 
-/// Records a batch Pendo refused in a way every batch would be refused.
-fn refuse(error: PendoError, records: &[Record], out: &mut BatchOutcome) {
+/// Pushes each half of `records` in turn (down to single records, through [`push_records`]),
+/// so that what Pendo refuses or cannot finish in time fails alone.
+async fn split(
+    pendo: &PendoClient,
+    mapping: &Mapping,
+    records: &[Record],
+    hashes: &[u64],
+    out: &mut BatchOutcome,
+    why: &str,
+) {
+    tracing::warn!(
+        records = records.len(),
+        "{why}: splitting the batch in halves to find what it refuses"
+    );
+    let mid = records.len() / 2;
+    let (a, b) = records.split_at(mid);
+    let (ha, hb) = hashes.split_at(mid.min(hashes.len()));
+    Box::pin(push_records(pendo, mapping, a, ha, out)).await;
+    Box::pin(push_records(pendo, mapping, b, hb, out)).await;
+}
+
+/// Records a batch that was not delivered.
+fn failed(error: PendoError, records: &[Record], out: &mut BatchOutcome) {
     tracing::warn!(records = records.len(), "batch not delivered: {error}");
     out.sent += records.len() as u64;
-    out.refused.get_or_insert_with(|| error.clone());
     out.failed.push((
         error,
         records.iter().map(|r| r.visitor_id.clone()).collect(),
     ));
+}
+
+/// Records a batch Pendo refused in a way every batch would be refused.
+fn refuse(error: PendoError, records: &[Record], out: &mut BatchOutcome) {
+    out.refused.get_or_insert_with(|| error.clone());
+    failed(error, records, out);
 }
 
 /// One entry of the `errors` of Pendo's answer: the visitor it names, if any, and its text.

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use okta_pendo_testkit::{FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource};
 
-use crate::common::{Parts, Setup, last_run, stderr, stdout};
+use crate::common::{Parts, Setup, last_run, run_bin, stderr, stdout};
 
+/// The field every pacing pause is logged with (at debug level or above, whatever the reason
+/// for the pause), so a run that paused for the budget at all shows it.
+const PAUSED: &str = "\"pause_ms\"";
+/// The words of a pause because the share was spent.
 const WAITED: &str = "share of the Okta rate limit is spent";
 
 async fn run(budget: u32, window: Duration, users: usize) -> (FakeOkta, String) {
@@ -27,7 +31,12 @@ async fn run(budget: u32, window: Duration, users: usize) -> (FakeOkta, String) 
             ..Parts::default()
         },
     );
-    let out = setup.run(&["sync"]).await;
+    let out = run_bin(
+        &setup.config,
+        &["sync"],
+        &[("RUST_LOG", "okta_pendo_sync=debug")],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(last_run(&setup).await["okta_users_read"], users as u64);
     (okta, stdout(&out))
@@ -39,7 +48,8 @@ async fn a_run_within_its_share_never_waits_for_the_budget() {
     let (okta, log) = run(600, Duration::from_secs(60), 200).await;
     assert_eq!(okta.requests().len(), 20);
     assert_eq!(okta.rate_limited_count(), 0);
-    assert_eq!(log.matches(WAITED).count(), 0, "{log}");
+    assert!(log.contains("okta page"), "debug lines are logged: {log}");
+    assert_eq!(log.matches(PAUSED).count(), 0, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,4 +62,5 @@ async fn a_run_past_its_share_waits_for_the_reset_and_meets_no_429() {
     // ten requests were made).
     let waits = log.matches(WAITED).count();
     assert!((1..=2).contains(&waits), "{waits} waits:\n{log}");
+    assert_eq!(log.matches(PAUSED).count(), waits, "no other pause:\n{log}");
 }

@@ -287,14 +287,10 @@ async fn records_pendo_does_not_confirm_make_a_partial_run() {
 
 // 5. Fail fast.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_pendo_key_stops_the_okta_read_at_once() {
+/// A sync of 2,000 users in 40 pages of 50, one batch of 50 at a time, against this Pendo.
+async fn fail_fast_run(pendo: PendoOptions, mapping: &'static str) -> (FakeOkta, FakePendo, Value) {
     let okta = FakeOkta::start(okta_opts(2000)).await;
-    let pendo = FakePendo::start(PendoOptions {
-        key: "the-key-now-in-use".into(),
-        ..PendoOptions::default()
-    })
-    .await;
+    let pendo = FakePendo::start(pendo).await;
     let setup = Setup::new(
         &okta,
         &pendo,
@@ -302,10 +298,21 @@ async fn a_revoked_pendo_key_stops_the_okta_read_at_once() {
             okta: "page_size = 50",
             pendo: "batch_size = 50\nconcurrency = 1",
             extra: SMALL_GUARD,
+            mapping,
             ..parts()
         },
     );
     let run = sync(&setup, &[]).await;
+    (okta, pendo, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_pendo_key_stops_the_okta_read_at_once() {
+    let pendo = PendoOptions {
+        key: "the-key-now-in-use".into(),
+        ..PendoOptions::default()
+    };
+    let (okta, pendo, run) = fail_fast_run(pendo, MAPPING).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["status_code"], 401);
     assert!(message(&run).contains("integration key"), "{run}");
@@ -321,24 +328,12 @@ async fn a_revoked_pendo_key_stops_the_okta_read_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_pendo_does_not_know_stops_the_run() {
-    let okta = FakeOkta::start(okta_opts(2000)).await;
-    let pendo = FakePendo::start(PendoOptions {
+    let pendo = PendoOptions {
         enforce_schema: true,
         ..PendoOptions::default()
-    })
-    .await;
-    let setup = Setup::new(
-        &okta,
-        &pendo,
-        Parts {
-            okta: "page_size = 50",
-            pendo: "batch_size = 50\nconcurrency = 1",
-            extra: SMALL_GUARD,
-            mapping: "department = \"profile.department\"\ncost_centre = \"profile.title\"",
-            ..parts()
-        },
-    );
-    let run = sync(&setup, &[]).await;
+    };
+    let mapping = "department = \"profile.department\"\ncost_centre = \"profile.title\"";
+    let (okta, pendo, run) = fail_fast_run(pendo, mapping).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["status_code"], 400);
     assert!(message(&run).contains("\"cost_centre\""), "{run}");
