@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Settings};
 use crate::metrics::Metrics;
 use crate::report::Trigger;
-use crate::schedule::{Clock, sleep_slice};
+use crate::schedule::{Clock, CronSchedule, sleep_slice};
 use crate::state::State;
 
 /// The longest the loop sleeps before looking around again.
@@ -83,6 +83,8 @@ impl Daemon {
     /// Runs until `stop` fires; then lets a running sync finish its grace period and returns.
     pub async fn run(mut self, mut reload: mpsc::Receiver<()>, stop: CancellationToken) {
         self.metrics.beat(self.clock.now());
+        self.metrics.started(self.clock.now());
+        self.show_interval();
         let sched = &self.settings.schedule;
         tracing::info!(
             schedule = sched.cron.expr(),
@@ -227,6 +229,12 @@ impl Daemon {
         }
     }
 
+    /// Puts the schedule's interval in the metrics, for the alert on a success overdue.
+    fn show_interval(&self) {
+        let gap = longest_gap(&self.settings.schedule.cron, self.clock.now());
+        self.metrics.schedule_interval(gap);
+    }
+
     /// What changed since the config was last read, if anything: the config file, or a
     /// secret file it names (by key; never what it holds).
     fn sources_changed(&self) -> Option<String> {
@@ -270,6 +278,7 @@ impl Daemon {
                 }
                 tracing::info!("configuration reloaded ({why}); it applies from the next run");
                 self.settings = Arc::new(new);
+                self.show_interval();
             }
             Err(e) => {
                 tracing::error!("configuration not reloaded ({why}); keeping the running one. {e}");
@@ -286,6 +295,33 @@ enum Wait {
     Again,
     /// Stop the daemon.
     Stop,
+}
+
+/// How far ahead [`longest_gap`] looks: a week holds every gap of a schedule that repeats weekly.
+const GAP_SPAN: chrono::TimeDelta = chrono::TimeDelta::weeks(1);
+/// The most fires [`longest_gap`] looks at: a week of fires once a minute.
+const GAP_FIRES: usize = 7 * 24 * 60;
+
+/// The longest gap between consecutive fires after `from`, over a week of fires (so a
+/// weekdays-only schedule counts its weekend) but at most [`GAP_FIRES`] of them, and at least
+/// two gaps (a monthly schedule's short February is not all it sees); `None` when the
+/// schedule has no two fires left.
+fn longest_gap(cron: &CronSchedule, from: DateTime<Utc>) -> Option<chrono::TimeDelta> {
+    let first = cron.next_after(from)?;
+    let mut prev = first;
+    let mut longest: Option<chrono::TimeDelta> = None;
+    for gaps in 1..=GAP_FIRES {
+        let Some(next) = cron.next_after(prev) else {
+            break;
+        };
+        let gap = next - prev;
+        longest = Some(longest.map_or(gap, |l| l.max(gap)));
+        if gaps >= 2 && next - first > GAP_SPAN {
+            break;
+        }
+        prev = next;
+    }
+    longest
 }
 
 /// Resolves when the running job (if any) finishes, and clears it; pending forever otherwise.
@@ -349,6 +385,10 @@ impl SyncJob {
         if let Ok(Some(last)) = state.last_run() {
             metrics.run_finished(&last);
         }
+        // And when the last success was, so a restart does not reset it.
+        if let Ok(Some(ok)) = state.last_succeeded_run() {
+            metrics.succeeded_at(ok.finished_at);
+        }
         Arc::new(SyncJob {
             state: Mutex::new(state),
             metrics,
@@ -401,6 +441,90 @@ impl Job for SyncJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn the_schedule_interval_is_its_longest_gap() {
+        // From a Wednesday.
+        let from = utc("2026-01-07T12:00:00Z");
+        let gap = |expr: &str, tz: &str| {
+            longest_gap(&CronSchedule::parse(expr, tz).unwrap(), from).map(|g| g.num_seconds())
+        };
+        let hour = 3_600;
+        let day = 24 * hour;
+        assert_eq!(gap("@hourly", "UTC"), Some(hour));
+        assert_eq!(gap("0 6 * * *", "UTC"), Some(day));
+        assert_eq!(gap("0 0 6 * * Mon", "UTC"), Some(7 * day));
+        // Weekdays only: the weekend is the longest gap, not the next day.
+        assert_eq!(gap("0 6 * * Mon-Fri", "UTC"), Some(3 * day));
+        assert_eq!(
+            gap("*/5 9-17 * * Mon-Fri", "UTC"),
+            Some(2 * day + 15 * hour + 5 * 60)
+        );
+        // Twice a week, uneven: the longer gap.
+        assert_eq!(gap("0 6 * * Mon,Wed", "UTC"), Some(5 * day));
+        // Monthly: two gaps, February's (28 days) and March's.
+        assert_eq!(gap("0 6 1 * *", "UTC"), Some(31 * day));
+        // Every second: the look-ahead is bounded, and the gap is still right.
+        assert_eq!(gap("* * * * * *", "UTC"), Some(1));
+        // Across the fall-back night in Berlin, a daily 06:00 is 25 hours apart once.
+        let fall = utc("2026-10-22T12:00:00Z");
+        let berlin = CronSchedule::parse("0 6 * * *", "Europe/Berlin").unwrap();
+        assert_eq!(
+            longest_gap(&berlin, fall).map(|g| g.num_seconds()),
+            Some(25 * hour)
+        );
+    }
+
+    #[test]
+    fn a_restart_keeps_the_last_success_from_the_history() {
+        use crate::report::{Mode, RunRecord, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("s.db")).unwrap();
+        let record = |status, mode, finished: &str| {
+            let mut r = RunRecord::not_started(Trigger::Schedule, "x".into());
+            r.status = status;
+            r.mode = mode;
+            r.finished_at = utc(finished);
+            r.started_at = r.finished_at;
+            r
+        };
+        let scraped = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find_map(|l| l.strip_prefix("okta_pendo_sync_last_success_timestamp_seconds "))
+                .unwrap()
+                .to_owned()
+        };
+        // A brand-new install: none.
+        let metrics = Arc::new(Metrics::new());
+        let _job = SyncJob::new(
+            State::open(&dir.path().join("new.db")).unwrap(),
+            metrics.clone(),
+        );
+        assert_eq!(scraped(&metrics), "0.0");
+
+        for r in [
+            record(Status::Succeeded, Mode::Full, "2026-01-05T06:00:00Z"),
+            record(Status::Succeeded, Mode::Incremental, "2026-01-06T06:00:00Z"),
+            record(Status::Failed, Mode::Incremental, "2026-01-07T06:00:00Z"),
+            record(Status::Succeeded, Mode::DryRun, "2026-01-07T07:00:00Z"),
+            record(Status::Partial, Mode::Full, "2026-01-08T06:00:00Z"),
+        ] {
+            state.insert_run(&r).unwrap();
+        }
+        let metrics = Arc::new(Metrics::new());
+        let _job = SyncJob::new(state, metrics.clone());
+        let text = metrics.render();
+        assert_eq!(
+            scraped(&metrics),
+            format!("{}.0", utc("2026-01-06T06:00:00Z").timestamp())
+        );
+        assert!(text.contains("okta_pendo_sync_last_run_status{status=\"partial\"} 1"));
+    }
 
     #[test]
     fn a_secret_path_turned_into_a_device_or_a_fifo_is_not_read() {

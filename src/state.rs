@@ -522,6 +522,14 @@ impl State {
             .into_iter()
             .next())
     }
+
+    /// The newest run that succeeded, not a dry run.
+    pub fn last_succeeded_run(&self) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .select_runs("mode != 'dry-run' AND status = 'succeeded'", 1)?
+            .into_iter()
+            .next())
+    }
 }
 
 struct RawRun {
