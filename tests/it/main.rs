@@ -2,6 +2,7 @@
 //! them driving the real `okta-pendo-sync` binary against the local Okta and Pendo servers of
 //! the testkit. `common` holds the helpers they share.
 
+mod alerts;
 mod cli;
 mod common;
 mod daemon;
