@@ -46,6 +46,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE visitors ADD COLUMN run INTEGER NOT NULL DEFAULT 0;",
 ];
 
+/// `runs.started_at` as text that sorts as the instant does, to the nanosecond:
+/// `YYYY-MM-DDTHH:MM:SS.fffffffff`. The stored form ([`rfc3339`]: UTC, `Z`) has 0, 3, 6 or 9
+/// fractional digits, so the texts themselves do not sort (`:07Z` after `:07.5Z`), and
+/// SQLite's `julianday` keeps only milliseconds.
+const SORTABLE_START: &str = "(substr(started_at, 1, 19) || substr(CASE rtrim(substr(started_at, \
+     20), 'Z') WHEN '' THEN '.' ELSE rtrim(substr(started_at, 20), 'Z') END || '000000000', 1, 10))";
+
 /// How many run records are kept by default (`state.keep_runs`).
 pub const DEFAULT_KEEP_RUNS: u32 = 10_000;
 
@@ -76,6 +83,21 @@ pub struct SyncPoint {
 pub struct Settled {
     pub point: SyncPoint,
     pub full_run: Option<i64>,
+}
+
+/// Which run records `history` shows: all when empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only runs with one of these statuses (none: any).
+    pub statuses: Vec<Status>,
+    /// Only runs started at or after this.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl RunFilter {
+    pub fn is_empty(&self) -> bool {
+        self.statuses.is_empty() && self.since.is_none()
+    }
 }
 
 /// A failure of the state database, naming the file.
@@ -384,6 +406,19 @@ impl State {
             .map_err(|e| self.query(e))
     }
 
+    /// The mark of the run that last pushed `visitor_id` successfully (the `run` column: its
+    /// start in Unix milliseconds), for `explain`.
+    pub fn visitor_run(&self, visitor_id: &str) -> Result<Option<i64>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT run FROM visitors WHERE visitor_id = ?1",
+                [visitor_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(|e| self.query(e))
+    }
+
     /// Remembers what was pushed successfully by the run marked `run`, in one transaction.
     pub fn store_hashes(&mut self, pushed: &[(String, u64)], run: i64) -> Result<(), StateError> {
         let path = self.path.clone();
@@ -468,6 +503,17 @@ impl State {
 
     /// Runs matching `condition` (fixed SQL, no user input), newest first.
     fn select_runs(&self, condition: &str, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        self.select_runs_with(condition, &[], limit)
+    }
+
+    /// Runs matching `condition`, whose placeholders `?2`, `?3`, ... take `args` in order
+    /// (`?1` is the limit), newest first.
+    fn select_runs_with(
+        &self,
+        condition: &str,
+        args: &[&dyn rusqlite::ToSql],
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StateError> {
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -477,8 +523,11 @@ impl State {
                 Counts::NAMES.join(", ")
             ))
             .map_err(|e| self.query(e))?;
+        let params: Vec<&dyn rusqlite::ToSql> = std::iter::once(&limit as &dyn rusqlite::ToSql)
+            .chain(args.iter().copied())
+            .collect();
         let rows = stmt
-            .query_map([limit], |row| {
+            .query_map(params.as_slice(), |row| {
                 Ok(RawRun {
                     id: row.get("id")?,
                     trigger: row.get("trigger")?,
@@ -510,6 +559,61 @@ impl State {
     /// The most recent run, if any.
     pub fn last_run(&self) -> Result<Option<RunRecord>, StateError> {
         Ok(self.runs(1)?.into_iter().next())
+    }
+
+    /// The newest `limit` runs that pass `filter`, newest first (the limit applies after it).
+    pub fn runs_filtered(
+        &self,
+        filter: &RunFilter,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let mut condition = String::from("TRUE");
+        let mut args: Vec<String> = Vec::new();
+        if !filter.statuses.is_empty() {
+            let marks: Vec<String> = filter
+                .statuses
+                .iter()
+                .map(|s| {
+                    args.push(s.as_str().to_owned());
+                    format!("?{}", args.len() + 1)
+                })
+                .collect();
+            condition.push_str(&format!(" AND status IN ({})", marks.join(", ")));
+        }
+        if let Some(since) = filter.since {
+            args.push(since.format("%Y-%m-%dT%H:%M:%S%.9f").to_string());
+            condition.push_str(&format!(" AND {SORTABLE_START} >= ?{}", args.len() + 1));
+        }
+        let args: Vec<&dyn rusqlite::ToSql> =
+            args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+        self.select_runs_with(&condition, &args, limit)
+    }
+
+    /// The run with this id, if its record is kept.
+    pub fn run(&self, id: i64) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .select_runs_with("id = ?2", &[&id], 1)?
+            .into_iter()
+            .next())
+    }
+
+    /// The run whose stored hashes carry `mark` (its start in Unix milliseconds, the
+    /// `visitors.run` column), if its record is kept.
+    pub fn run_marked(&self, mark: i64) -> Result<Option<RunRecord>, StateError> {
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).map(rfc3339);
+        let (Some(from), Some(to)) = (at(mark.saturating_sub(1)), at(mark.saturating_add(2)))
+        else {
+            return Ok(None);
+        };
+        // A window around the mark in SQL, then the exact millisecond here.
+        let near = self.select_runs_with(
+            "julianday(started_at) BETWEEN julianday(?2) AND julianday(?3)",
+            &[&from, &to],
+            16,
+        )?;
+        Ok(near
+            .into_iter()
+            .find(|r| r.mode != Mode::DryRun && r.started_at.timestamp_millis() == mark))
     }
 
     /// The newest run that got through: not a dry run, and succeeded or partial.
@@ -874,6 +978,77 @@ mod tests {
             .collect();
         let kept: Vec<i64> = st.runs(100).unwrap().iter().map(|r| r.id).collect();
         assert_eq!(kept, vec![ids[4], ids[3], ids[2]]);
+    }
+
+    #[test]
+    fn history_filters_apply_before_the_limit_and_one_run_reads_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("s.db")).unwrap();
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut ids = Vec::new();
+        // Six runs an hour apart; the odd fractions check that times compare as instants.
+        for (i, status) in [
+            Status::Succeeded,
+            Status::Failed,
+            Status::Succeeded,
+            Status::Partial,
+            Status::Failed,
+            Status::Succeeded,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = sample(status);
+            r.started_at = t0
+                + chrono::Duration::hours(i as i64)
+                + chrono::Duration::microseconds(250 * i as i64);
+            ids.push(st.insert_run(&r).unwrap());
+        }
+        let got = |f: &RunFilter, limit| -> Vec<i64> {
+            st.runs_filtered(f, limit)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(got(&RunFilter::default(), 100).len(), 6);
+        let failed = RunFilter {
+            statuses: vec![Status::Failed],
+            since: None,
+        };
+        assert_eq!(got(&failed, 100), vec![ids[4], ids[1]]);
+        // The limit counts matching runs, not runs looked at.
+        assert_eq!(got(&failed, 1), vec![ids[4]]);
+        let two = RunFilter {
+            statuses: vec![Status::Failed, Status::Partial],
+            since: None,
+        };
+        assert_eq!(got(&two, 100), vec![ids[4], ids[3], ids[1]]);
+        // `since` is inclusive, to the microsecond.
+        let third_start = t0 + chrono::Duration::hours(2) + chrono::Duration::microseconds(500);
+        let since = RunFilter {
+            statuses: Vec::new(),
+            since: Some(third_start),
+        };
+        assert_eq!(got(&since, 100), vec![ids[5], ids[4], ids[3], ids[2]]);
+        let just_after = RunFilter {
+            statuses: vec![Status::Succeeded],
+            since: Some(third_start + chrono::Duration::microseconds(1)),
+        };
+        assert_eq!(got(&just_after, 100), vec![ids[5]]);
+
+        let mut expected = sample(Status::Partial);
+        expected.id = ids[3];
+        expected.started_at = t0 + chrono::Duration::hours(3) + chrono::Duration::microseconds(750);
+        assert_eq!(st.run(ids[3]).unwrap(), Some(expected.clone()));
+        assert_eq!(st.run(ids[5] + 1).unwrap(), None);
+        // The run a visitor's mark names: found by its start's millisecond.
+        let mark = expected.started_at.timestamp_millis();
+        assert_eq!(st.run_marked(mark).unwrap(), Some(expected));
+        assert_eq!(st.run_marked(mark + 1).unwrap(), None);
+        st.store_hashes(&[("v".into(), 5)], mark).unwrap();
+        assert_eq!(st.visitor_run("v").unwrap(), Some(mark));
+        assert_eq!(st.visitor_run("w").unwrap(), None);
     }
 
     #[test]
