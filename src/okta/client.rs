@@ -266,6 +266,88 @@ impl OktaClient {
         Ok(())
     }
 
+    /// One user by Okta id or login (`GET /api/v1/users/{id}`, the login URL-encoded), whole
+    /// (no projection), its numbers as Okta wrote them; `None` when Okta knows no such user
+    /// (404). Retried, paced and authenticated as every page is.
+    pub async fn user(&self, id_or_login: &str) -> Result<Option<Value>, OktaError> {
+        let mut url = self.org.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.clear().extend(["api", "v1", "users", id_or_login]);
+        }
+        let path = url.path().to_owned();
+        let auth_retries = AtomicU8::new(0);
+        with_retry(
+            &self.retry,
+            "okta user",
+            || self.metrics.retry(Service::Okta),
+            || self.try_user(&url, &path, &auth_retries),
+        )
+        .await
+    }
+
+    /// The users whose `profile.{attribute}` equals `value` (Okta's `search`, which ignores
+    /// case), at most `limit`, and whether Okta has more.
+    pub async fn search_users(
+        &self,
+        attribute: &str,
+        value: &str,
+        limit: u32,
+    ) -> Result<(Vec<Value>, bool), OktaError> {
+        let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut url = self
+            .org
+            .join("api/v1/users")
+            .unwrap_or_else(|_| self.org.clone());
+        url.query_pairs_mut()
+            .append_pair("search", &format!("profile.{attribute} eq \"{quoted}\""))
+            .append_pair("limit", &limit.min(self.page_size).to_string());
+        let page = self.page(&url).await?;
+        Ok((page.users, matches!(page.next, Ok(Some(_)))))
+    }
+
+    /// One try at one user: as [`try_page`](Self::try_page), but the body is one object.
+    async fn try_user(
+        &self,
+        url: &Url,
+        path: &str,
+        auth_retries: &AtomicU8,
+    ) -> Attempt<Option<Value>, OktaError> {
+        self.pace().await;
+        let credentials = match self.auth.credentials("GET", url).await {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let response = match self.send(url, credentials).await {
+            Ok(r) => r,
+            Err(error) => return Attempt::retry(error),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        self.pacer.observe(&headers);
+        let body = match http::read_body(response, MIN_PAGE_BYTES).await {
+            Ok(b) => b,
+            Err(e) => return self.unread_body(e, path),
+        };
+        match status {
+            StatusCode::OK => match serde_json::from_slice::<Value>(&body) {
+                Ok(user @ Value::Object(_)) => Attempt::Done(Ok(Some(user))),
+                Ok(_) => Attempt::Done(Err(OktaError::Malformed {
+                    path: path.into(),
+                    detail: format!("expected a user object, got {}", json_kind(&body)),
+                })),
+                Err(e) => Attempt::retry(OktaError::Malformed {
+                    path: path.into(),
+                    detail: format!("not a user: {e}"),
+                }),
+            },
+            StatusCode::NOT_FOUND => Attempt::Done(Ok(None)),
+            _ => match self.auth_challenge(status, &headers, auth_retries) {
+                Some(again) => again,
+                None => self.refusal(status, &headers, &body, path),
+            },
+        }
+    }
+
     /// One try at a page: the pacer's pause, the credentials, the request, and its answer as an
     /// [`Attempt`].
     async fn try_page(
@@ -342,7 +424,7 @@ impl OktaClient {
 
     /// A body that could not be read: one over the size cap is final (it would be again), a
     /// connection lost on the way is retried.
-    fn unread_body(&self, e: http::BodyError, path: &str) -> Attempt<Page, OktaError> {
+    fn unread_body<T>(&self, e: http::BodyError, path: &str) -> Attempt<T, OktaError> {
         match e {
             http::BodyError::TooLarge { .. } => Attempt::Done(Err(OktaError::Malformed {
                 path: path.into(),
@@ -363,12 +445,12 @@ impl OktaClient {
     /// A DPoP nonce challenge, or a token that expired: the request goes again at once with the
     /// new nonce or a new token, twice at most per page so that a server that keeps asking
     /// ends in the refusal itself.
-    fn auth_challenge(
+    fn auth_challenge<T>(
         &self,
         status: StatusCode,
         headers: &HeaderMap,
         auth_retries: &AtomicU8,
-    ) -> Option<Attempt<Page, OktaError>> {
+    ) -> Option<Attempt<T, OktaError>> {
         let again = self.auth.answer(status.as_u16(), headers);
         if again == Retry::No || auth_retries.fetch_add(1, Ordering::Relaxed) >= 2 {
             return None;
@@ -389,13 +471,13 @@ impl OktaClient {
 
     /// Any other answer: 401 and 403 are final and say what to change, a 429 waits for the rate
     /// limit's reset, a 5xx is retried after a back-off, anything else is final.
-    fn refusal(
+    fn refusal<T>(
         &self,
         status: StatusCode,
         headers: &HeaderMap,
         body: &[u8],
         path: &str,
-    ) -> Attempt<Page, OktaError> {
+    ) -> Attempt<T, OktaError> {
         let (code, summary) = okta_error_body(body, &self.auth.secrets());
         let error = |summary| OktaError::Status {
             status: status.as_u16(),

@@ -1,7 +1,8 @@
 //! Local Okta and Pendo servers that speak the real wire formats, for the tests, the demo and
 //! the benchmarks of okta-pendo-sync.
 //!
-//! * [`FakeOkta`] serves the Okta Users API (`/api/v1/users`, `/api/v1/groups/{id}/users`)
+//! * [`FakeOkta`] serves the Okta Users API (`/api/v1/users`, `/api/v1/users/{id or login}`,
+//!   `/api/v1/groups/{id}/users`)
 //!   shaped after real recorded Okta traffic (the HTTP recordings of Okta's own SDK tests): `SSWS` token
 //!   check, pages linked by lowercase `link` headers with an opaque `after` cursor (as separate
 //!   header lines or, like some proxies, one comma-joined line), `x-rate-limit-*` headers and a

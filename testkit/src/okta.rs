@@ -1,6 +1,7 @@
 //! A local Okta Users API, shaped after recorded Okta traffic.
 //!
-//! [`FakeOkta`] serves `GET /api/v1/users` and `GET /api/v1/groups/{id}/users` on 127.0.0.1 with
+//! [`FakeOkta`] serves `GET /api/v1/users`, `GET /api/v1/users/{id or login}` (one user, any
+//! status) and `GET /api/v1/groups/{id}/users` on 127.0.0.1 with
 //! Okta's wire format: a JSON array body, `content-type: application/json;charset=UTF-8`, a
 //! `date`, `x-okta-request-id`, the three `x-rate-limit-*` headers, lowercase `link` headers
 //! (`rel="self"` always, `rel="next"` while users remain, absolute URLs with an opaque `after`
@@ -1047,6 +1048,15 @@ async fn serve_page(
         .any(|f| matches!(f, OktaFault::LoopingNextLink { request } if *request == n));
 
     let path = uri.path();
+    if let Some(key) = path
+        .strip_prefix("/api/v1/users/")
+        .filter(|k| !k.is_empty() && !k.contains('/'))
+    {
+        if method != Method::GET {
+            return generic_error(shared, n, 405);
+        }
+        return one_user(shared, n, &percent_decode(key));
+    }
     let group = path
         .strip_prefix("/api/v1/groups/")
         .and_then(|rest| rest.strip_suffix("/users"))
@@ -1094,6 +1104,62 @@ async fn serve_page(
         },
         bad_user,
     )
+}
+
+/// `GET /api/v1/users/{id}`: the user whose `id` is `key` or whose `profile.login` is `key`
+/// (ignoring case, as Okta compares logins), whatever its status, as one JSON object; else
+/// Okta's 404 (E0000007). Users are looked through in order (fine at test sizes).
+fn one_user(shared: &Shared, n: usize, key: &str) -> Reply {
+    let overrides = shared.lock_overrides();
+    let found = (0..shared.users.len())
+        .map(|u| {
+            overrides
+                .get(&u)
+                .cloned()
+                .unwrap_or_else(|| shared.original_user(u))
+        })
+        .find(|user| {
+            let field = |path: &[&str]| {
+                path.iter()
+                    .try_fold(user, |v, k| v.get(*k))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
+            field(&["id"]).as_deref() == Some(key)
+                || field(&["profile", "login"]).is_some_and(|l| l.eq_ignore_ascii_case(key))
+        });
+    drop(overrides);
+    match found {
+        Some(user) => Reply::ok(serde_json::to_vec(&user).unwrap_or_default(), Vec::new()),
+        None => {
+            let summary = format!("Not found: Resource not found: {key} (User)");
+            error_reply(shared, n, 404, "E0000007", &summary)
+        }
+    }
+}
+
+/// Decodes `%XX` escapes of a path segment (anything else is kept as it is).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// How a page's `next` link is bent by a fault.
