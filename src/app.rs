@@ -20,7 +20,7 @@ use crate::runner::{self, NotRecorded};
 use crate::schedule::{Clock, SystemClock};
 use crate::server;
 use crate::shutdown::Signals;
-use crate::state::{State, StateError};
+use crate::state::{RunFilter, State, StateError};
 use crate::sync::RunOptions;
 use crate::telemetry::{self, Target};
 
@@ -52,8 +52,8 @@ pub enum AppError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot write the history: {0}")]
-    History(std::io::Error),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
 }
 
 impl AppError {
@@ -155,7 +155,24 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             sync_once(&settings, opts, output.as_deref(), signals).await
         }
-        Command::History { limit, json } => history(&settings, limit, json),
+        Command::History {
+            id,
+            limit,
+            status,
+            since,
+            json,
+        } => {
+            let query = crate::history::Query {
+                id,
+                limit,
+                filter: RunFilter {
+                    statuses: status,
+                    since,
+                },
+                json,
+            };
+            history(&settings, &query)
+        }
         Command::Check { offline } => Ok(check(&path, &settings, offline).await),
     };
     match done {
@@ -276,23 +293,17 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// `history`: the recorded runs, newest first, as a table or JSON.
-fn history(settings: &Settings, limit: u32, json: bool) -> Result<i32, AppError> {
-    let runs = match State::open_read_only(&settings.state.path)? {
-        None => Vec::new(),
-        Some(state) => state.runs(limit)?,
-    };
+/// `history`: the recorded runs, newest first, as a table or JSON; or one run whole.
+fn history(settings: &Settings, query: &crate::history::Query) -> Result<i32, AppError> {
     let mut out = std::io::stdout().lock();
-    let written = if json {
-        serde_json::to_writer_pretty(&mut out, &runs)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
-    } else {
-        crate::report::write_table(&mut out, &runs, &settings.state.path)
-    };
-    match written {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::History(e)),
-        _ => Ok(EXIT_OK),
+    match crate::history::show(&settings.state.path, query, &mut out) {
+        Err(crate::history::HistoryError::Write(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(EXIT_OK)
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(EXIT_OK),
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Parser, Subcommand};
+
+use crate::report::Status;
 
 /// Keeps Pendo visitor metadata in step with Okta user attributes.
 #[derive(Debug, Parser)]
@@ -42,13 +45,52 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Show the recorded runs, newest first
+    /// Show the recorded runs, newest first; with ID, that one run whole
     History {
-        /// How many runs to show
+        /// Show this run whole: every field, all its errors and missing visitor IDs
+        #[arg(value_name = "ID", conflicts_with_all = ["status", "since"])]
+        id: Option<i64>,
+        /// How many runs to show (counted after --status and --since)
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: u32,
-        /// Print a JSON array of run records
+        /// Only runs that ended so: succeeded, partial, failed, interrupted or held (repeat the
+        /// option or give a comma-separated list)
+        #[arg(long, value_name = "S", value_delimiter = ',', value_parser = parse_status)]
+        status: Vec<Status>,
+        /// Only runs started at or after TIME: RFC 3339 (2026-11-28T06:00:00Z), a UTC date
+        /// (2026-11-28), or a duration ago (7d, 36h, 90m)
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// Print JSON: an array of run records, or with ID the one record
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A run status, as records spell it.
+fn parse_status(s: &str) -> Result<Status, String> {
+    Status::parse(s.trim()).ok_or_else(|| {
+        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of {}", all.join(", "))
+    })
+}
+
+/// `--since`: an RFC 3339 time, a date (midnight UTC), or a duration before now.
+fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_time(NaiveTime::MIN).and_utc());
+    }
+    let ago = humantime::parse_duration(s).map_err(|_| {
+        "expected an RFC 3339 time (2026-11-28T06:00:00Z), a date (2026-11-28) or a duration \
+         ago (7d, 36h, 90m)"
+            .to_owned()
+    })?;
+    chrono::TimeDelta::from_std(ago)
+        .ok()
+        .and_then(|ago| Utc::now().checked_sub_signed(ago))
+        .ok_or_else(|| format!("{s} ago is before any time this program can represent"))
 }

@@ -10,6 +10,7 @@ mod faults;
 mod golden;
 mod hardening_files;
 mod hardening_net;
+mod history;
 mod incremental;
 mod oauth;
 mod pacing;
