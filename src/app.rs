@@ -54,6 +54,10 @@ pub enum AppError {
     },
     #[error(transparent)]
     History(#[from] crate::history::HistoryError),
+    #[error(transparent)]
+    Explain(#[from] crate::explain::ExplainError),
+    #[error("cannot write the explanation: {0}")]
+    ExplainOutput(std::io::Error),
 }
 
 impl AppError {
@@ -110,7 +114,7 @@ async fn dispatch(cli: Cli) -> i32 {
     let signals = match &cli.command {
         Command::Run => Signals::register(true),
         Command::Sync { .. } => Signals::register(false),
-        Command::History { .. } | Command::Check { .. } => None,
+        Command::History { .. } | Command::Check { .. } | Command::Explain { .. } => None,
     };
     let path = config::resolve_path(cli.config);
     let Loaded { settings, warnings } = match config::load(&path) {
@@ -130,6 +134,7 @@ async fn dispatch(cli: Cli) -> i32 {
             ..
         }
         | Command::History { .. }
+        | Command::Explain { .. }
         | Command::Check { .. } => Target::Stderr,
         Command::Sync { .. } | Command::Run => Target::Stdout,
     };
@@ -137,7 +142,10 @@ async fn dispatch(cli: Cli) -> i32 {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let logged = !matches!(cli.command, Command::History { .. });
+    let logged = !matches!(
+        cli.command,
+        Command::History { .. } | Command::Explain { .. }
+    );
     let done = match cli.command {
         Command::Run => daemon(path, settings, signals).await,
         Command::Sync {
@@ -173,6 +181,7 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             history(&settings, &query)
         }
+        Command::Explain { user, json } => explain(&settings, &user, json).await,
         Command::Check { offline } => Ok(check(&path, &settings, offline).await),
     };
     match done {
@@ -304,6 +313,23 @@ fn history(settings: &Settings, query: &crate::history::Query) -> Result<i32, Ap
         }
         Err(e) => Err(e.into()),
         Ok(()) => Ok(EXIT_OK),
+    }
+}
+
+/// `explain`: one user read from Okta now, as a table or one JSON object.
+async fn explain(settings: &Settings, user: &str, json: bool) -> Result<i32, AppError> {
+    let explanation = crate::explain::explain(settings, user).await?;
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, &explanation)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        crate::explain::write_text(&mut out, &explanation)
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::ExplainOutput(e)),
+        _ => Ok(EXIT_OK),
     }
 }
 

@@ -65,6 +65,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read one user from Okta now and show what a run would send for it, and whether the next
+    /// run would push it. Pushes nothing, takes no lock
+    Explain {
+        /// A login, a visitor ID or an Okta user id
+        #[arg(value_name = "USER", value_parser = parse_user)]
+        user: String,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A run status, as records spell it.
@@ -93,4 +103,12 @@ fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
         .ok()
         .and_then(|ago| Utc::now().checked_sub_signed(ago))
         .ok_or_else(|| format!("{s} ago is before any time this program can represent"))
+}
+
+/// `explain`'s USER: one path segment of Okta's user URL.
+fn parse_user(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() || s == "." || s == ".." {
+        return Err("expected a login, a visitor ID or an Okta user id".to_owned());
+    }
+    Ok(s.to_owned())
 }

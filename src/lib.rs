@@ -5,8 +5,9 @@
 //! concurrency ([`pendo`]) and stores a record of what happened ([`state`], [`report`]).
 //! [`sync`] wires that pipeline; [`config`] turns the TOML file and environment into validated
 //! settings ([`signing`]: the OAuth private key it reads); [`app`] and [`cli`] are the command
-//! line, [`history`] what the runs did; [`retry`] is the back-off both clients share; [`http`] what else they share;
-//! [`telemetry`] the logs; [`shutdown`] the signals.
+//! line, [`history`] and [`explain`] its two read-only questions (what runs did, what a run
+//! makes of one user); [`retry`] is the back-off both clients share; [`http`] what else they
+//! share; [`telemetry`] the logs; [`shutdown`] the signals.
 //! [`daemon`] runs syncs on the [`schedule`] and, with [`server`], serves health and
 //! [`metrics`].
 
@@ -18,6 +19,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod explain;
 pub mod history;
 pub mod http;
 pub mod mapping;

@@ -6,6 +6,7 @@ mod alerts;
 mod cli;
 mod common;
 mod daemon;
+mod explain;
 mod faults;
 mod golden;
 mod hardening_files;
