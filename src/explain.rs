@@ -599,3 +599,32 @@ fn cell(v: &Value) -> String {
         format!("{cut}…")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_profile_attribute_is_searched() {
+        let key = |s: &str| AttributePath::parse(s).unwrap();
+        assert_eq!(profile_attribute(&key("profile.pendoId")), Some("pendoId"));
+        assert_eq!(profile_attribute(&key("profile.a.b")), None);
+        assert_eq!(profile_attribute(&key("id")), None);
+        assert_eq!(profile_attribute(&key("credentials.x")), None);
+    }
+
+    #[test]
+    fn long_values_are_cut_in_the_table_only() {
+        let long = Value::String("x".repeat(100));
+        let shown = cell(&long);
+        assert_eq!(shown.chars().count(), MAX_CELL);
+        assert!(shown.ends_with('…'));
+        assert_eq!(cell(&Value::String("ok".into())), "\"ok\"");
+        let n: Value = serde_json::from_str("123456789012345678901234567890.10").unwrap();
+        assert_eq!(
+            cell(&n),
+            "123456789012345678901234567890.10",
+            "numbers as Okta wrote them"
+        );
+    }
+}

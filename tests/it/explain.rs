@@ -407,3 +407,74 @@ async fn works_while_another_process_holds_the_lock_and_shows_no_secret() {
         .any(|r| r.method == "GET" && r.path_and_query == "/api/v1/users/alice@example.com");
     assert!(asked, "{:?}", okta.requests());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_next_run_reads_decides_and_a_dropped_record_is_said_so() {
+    let mut all = users();
+    let mut gone = user(
+        5,
+        "hal@example.com",
+        Some("v-hal"),
+        json!({ "title": "Ex" }),
+    );
+    gone["status"] = json!("DEPROVISIONED");
+    all.push(gone);
+    let okta = FakeOkta::start(OktaOptions {
+        users: UserSource::Explicit(all),
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = setup(&okta, &pendo);
+    let keep_one = [("OKTA_PENDO_SYNC__STATE__KEEP_RUNS", "1")];
+    let out = common::run_bin(&setup.config, &["sync"], &keep_one).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = last_run(&setup).await;
+
+    // A value changes without Okta moving lastUpdated: an incremental run does not read it.
+    okta.modify_user(1, |u| u["profile"]["department"] = json!("Finance"));
+    let bob = explain(&setup, "bob@example.com").await;
+    assert_eq!(bob["push_state"], "changed");
+    assert_eq!(bob["next_run"]["mode"], "incremental");
+    assert_eq!(bob["next_run"]["would_push"], false);
+    assert_eq!(
+        bob["next_run"]["reason"],
+        "changed since the last push, but its lastUpdated (2024-06-01T00:00:00.000Z) is not \
+         after the run's start point: the next incremental run does not read it; the next full \
+         run would push it"
+    );
+
+    // Runs over all users do not read a deprovisioned user.
+    let hal = explain(&setup, "hal@example.com").await;
+    assert_eq!(hal["okta_status"], "DEPROVISIONED");
+    assert_eq!(hal["push_state"], "never_pushed");
+    assert_eq!(hal["next_run"]["would_push"], false);
+    assert!(
+        hal["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the user is DEPROVISIONED"),
+        "{hal}"
+    );
+
+    // A second run keeps only its own record; Alice was last pushed by the first.
+    let out = common::run_bin(&setup.config, &["sync"], &keep_one).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(common::history(&setup).await.len(), 1);
+    let alice = explain(&setup, "alice@example.com").await;
+    assert_eq!(alice["push_state"], "unchanged");
+    assert_eq!(alice["last_pushed"]["run_id"], Value::Null);
+    assert_eq!(alice["last_pushed"]["status"], Value::Null);
+    let pushed_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(alice["last_pushed"]["started_at"].clone()).unwrap();
+    let first_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(first["started_at"].clone()).unwrap();
+    assert_eq!(pushed_at.timestamp_millis(), first_at.timestamp_millis());
+    let out = setup.run(&["explain", "alice@example.com"]).await;
+    assert!(
+        stdout(&out).contains("last push    a run started ")
+            && stdout(&out).contains("(its record is no longer kept)"),
+        "{}",
+        stdout(&out)
+    );
+}
