@@ -807,7 +807,7 @@ impl OAuthState {
         }
         drop(inner);
 
-        let needed: &[&str] = if path == "/api/v1/users" {
+        let needed: &[&str] = if path == "/api/v1/users" || path.starts_with("/api/v1/users/") {
             &["okta.users.read"]
         } else if path.starts_with("/api/v1/groups/") {
             &["okta.groups.read", "okta.users.read"]

@@ -478,3 +478,88 @@ async fn what_the_next_run_reads_decides_and_a_dropped_record_is_said_so() {
         stdout(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_oauth_with_dpop_nonces_as_runs_do() {
+    use okta_pendo_testkit::{OAuthOptions, keys};
+    let okta = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(5),
+        oauth: Some(OAuthOptions {
+            resource_nonce: true,
+            ..OAuthOptions::default()
+        }),
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let keys_dir = tempfile::tempdir().unwrap();
+    let pem = keys_dir.path().join("okta.pem");
+    std::fs::write(&pem, keys::RSA_PRIVATE_PEM).unwrap();
+    let oauth = format!(
+        "client_id = \"0oa-test-client\"\nprivate_key_file = \"{}\"\nkey_id = \"test-kid\"",
+        pem.display()
+    );
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            oauth: &oauth,
+            ..Parts::default()
+        },
+    );
+    let e = explain(&setup, "user3@example.com").await;
+    assert_eq!(e["visitor_id"], "user3@example.com");
+    assert_eq!(e["okta_id"], "00u00000000000000003");
+    // The first answer asked for a nonce; the request went again with it.
+    let asked: Vec<u16> = okta
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query == "/api/v1/users/user3@example.com")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(asked, [401, 200]);
+    assert_eq!(pendo.post_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_okta_failure_is_retried_and_a_lasting_one_exits_1() {
+    use okta_pendo_testkit::OktaFault;
+    let okta = FakeOkta::start(OktaOptions {
+        users: UserSource::Generated(3),
+        faults: vec![
+            OktaFault::Status {
+                request: 0,
+                status: 503,
+            },
+            OktaFault::Status {
+                request: 2,
+                status: 403,
+            },
+        ],
+        ..OktaOptions::default()
+    })
+    .await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            extra: "[retry]\nmax_attempts = 3\nbase_delay = \"50ms\"\nmax_delay = \"200ms\"",
+            ..Parts::default()
+        },
+    );
+    let e = explain(&setup, "user1@example.com").await;
+    assert_eq!(e["visitor_id"], "user1@example.com");
+    let statuses: Vec<u16> = okta.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 200]);
+    // A refusal is final, and said in the error.
+    let out = setup.run(&["explain", "user1@example.com"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: Okta refused the request (HTTP 403"),
+        "{err}"
+    );
+    assert!(!err.contains(OKTA_TOKEN), "{err}");
+    assert!(stdout(&out).is_empty());
+}
