@@ -84,6 +84,9 @@ pub const KEYS: &[&str] = &[
     "retry.base_delay",
     "retry.max_delay",
     "retry.max_elapsed",
+    "notify.webhook.url",
+    "notify.webhook.url_file",
+    "notify.webhook.format",
 ];
 
 /// Everything a run needs, validated.
@@ -109,6 +112,9 @@ pub struct Settings {
     pub schedule: ScheduleSettings,
     /// `server.listen`: where the daemon serves `/healthz` and `/metrics`, if anywhere.
     pub server: Option<SocketAddr>,
+    /// `[[notify.webhook]]`: where the end of a run that did not succeed, and a recovery, is
+    /// sent (default: nowhere).
+    pub notify: Vec<Webhook>,
 }
 
 impl Settings {
@@ -139,6 +145,54 @@ impl Settings {
         .into_iter()
         .filter_map(|(what, changed)| changed.then_some(what))
         .collect()
+    }
+}
+
+/// One `[[notify.webhook]]` table: a webhook told when a run ends `failed`, `partial`, `held` or
+/// `interrupted`, and once when a run succeeds after one that did not.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Its place among the `[[notify.webhook]]` tables, counted from 1: errors and logs name it
+    /// `notify.webhook[N]`, never by its URL.
+    pub index: usize,
+    /// `url` or `url_file`: where the message is posted; `https://`, or `http://` for loopback
+    /// hosts only. A secret (an incoming-webhook URL is its own credential): never logged.
+    pub url: SecretString,
+    /// `format`: what is posted (default: `slack`).
+    pub format: WebhookFormat,
+}
+
+impl Webhook {
+    /// How errors and logs name it: `notify.webhook[N]`.
+    pub fn name(&self) -> String {
+        format!("notify.webhook[{}]", self.index)
+    }
+}
+
+/// What a webhook is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `slack`: a Slack-compatible incoming-webhook message, `{"text": "..."}`.
+    Slack,
+    /// `json`: `{"event", "host", "run"}`, `run` being the whole run record as `history --json`
+    /// prints it.
+    Json,
+}
+
+impl Choice for WebhookFormat {
+    const ALL: &'static [Self] = &[WebhookFormat::Slack, WebhookFormat::Json];
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl WebhookFormat {
+    /// The name the config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Slack => "slack",
+            WebhookFormat::Json => "json",
+        }
     }
 }
 
@@ -515,17 +569,30 @@ fn with_env(
         .and_then(|c| c.collect())
 }
 
-/// The value at a dotted key (`okta.oauth.private_key`) of a tree.
-fn lookup<'a>(root: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    let (tables, last) = key.rsplit_once('.')?;
-    let mut table = root;
-    for name in tables.split('.') {
-        match &table.get(name)?.kind {
-            ValueKind::Table(inner) => table = inner,
-            _ => return None,
-        }
+/// The values at a dotted key (`okta.oauth.private_key`) of a tree: one at most, except under
+/// an array of tables (`[[notify.webhook]]`), where each table may hold one.
+fn lookup<'a>(root: &'a Map<String, Value>, key: &str) -> Vec<&'a Value> {
+    let Some((path, last)) = key.rsplit_once('.') else {
+        return Vec::new();
+    };
+    let mut tables = vec![root];
+    for name in path.split('.') {
+        tables = tables
+            .into_iter()
+            .flat_map(|table| match table.get(name).map(|v| &v.kind) {
+                Some(ValueKind::Table(inner)) => vec![inner],
+                Some(ValueKind::Array(items)) => items
+                    .iter()
+                    .filter_map(|item| match &item.kind {
+                        ValueKind::Table(inner) => Some(inner),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
     }
-    table.get(last)
+    tables.into_iter().filter_map(|t| t.get(last)).collect()
 }
 
 /// The files the config at `path` reads secrets from (its `*_file` keys, with the process
@@ -542,9 +609,11 @@ pub fn secret_files(path: &Path) -> Vec<(&'static str, PathBuf)> {
     };
     KEYS.iter()
         .filter(|key| key.ends_with("_file"))
-        .filter_map(|key| {
-            let file = lookup(&root, key)?.clone().into_string().ok()?;
-            Some((*key, PathBuf::from(file)))
+        .flat_map(|key| {
+            lookup(&root, key).into_iter().filter_map(|value| {
+                let file = value.clone().into_string().ok()?;
+                Some((*key, PathBuf::from(file)))
+            })
         })
         .collect()
 }
@@ -556,7 +625,7 @@ fn inline_secret_warning(path: &Path, file: &config::Config) -> Option<String> {
     let inline: Vec<&str> = KEYS
         .iter()
         .filter_map(|key| key.strip_suffix("_file"))
-        .filter(|key| lookup(&file, key).is_some())
+        .filter(|key| !lookup(&file, key).is_empty())
         .collect();
     if inline.is_empty() {
         return None;
@@ -584,16 +653,17 @@ fn file_mode_warnings(path: &Path, root: &Map<String, Value>) -> Vec<String> {
         ));
     }
     for key in KEYS.iter().filter(|key| key.ends_with("_file")) {
-        let Some(file) = lookup(root, key).and_then(|v| v.clone().into_string().ok()) else {
-            continue;
-        };
-        let file = PathBuf::from(file);
-        if let Some(mode) = file_mode(&file).filter(|m| m & 0o077 != 0) {
-            warnings.push(format!(
-                "{key}: {} may be read by users other than its owner (mode {mode:o}): run \
+        let files = lookup(root, key)
+            .into_iter()
+            .filter_map(|v| v.clone().into_string().ok());
+        for file in files.map(PathBuf::from) {
+            if let Some(mode) = file_mode(&file).filter(|m| m & 0o077 != 0) {
+                warnings.push(format!(
+                    "{key}: {} may be read by users other than its owner (mode {mode:o}): run \
                  `chmod 600` on it",
-                file.display()
-            ));
+                    file.display()
+                ));
+            }
         }
     }
     warnings
@@ -641,6 +711,26 @@ pub fn service_url(raw: &str) -> Result<Url, String> {
         ));
     }
     Ok(url)
+}
+
+/// Checks a webhook URL (`notify.webhook[N].url`): `https://`, or `http://` for loopback hosts
+/// only, with a host. Its path and query may carry a token, so no message quotes it.
+pub fn webhook_url(raw: &str) -> Result<SecretString, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(
+                "uses http://, which is allowed only for loopback hosts; use https://".into(),
+            );
+        }
+        _ => return Err("must be an https:// URL".into()),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(SecretString::from(raw.trim().to_owned()))
 }
 
 /// `localhost`, `127.0.0.0/8` or `[::1]`. The name `localhost` is never looked up: the HTTP
@@ -811,6 +901,73 @@ department = "profile.department"
             .settings;
         let shown = format!("{s:?}");
         assert!(!shown.contains("00abcSECRET") && !shown.contains("pendoSECRET"));
+    }
+
+    #[test]
+    fn webhooks_load_in_order_and_their_url_files_are_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hook.url");
+        std::fs::write(&file, "https://hooks.example.com/services/FILEHOOK\n").unwrap();
+        let text = format!(
+            "{MINIMAL}[[notify.webhook]]\nurl = \"https://hooks.example.com/x/INLINEHOOK\"\n\
+             format = \"json\"\n[[notify.webhook]]\nurl_file = \"{}\"\n",
+            file.display()
+        );
+        let path = write(&dir, &text);
+        let s = load_with_env(&path, Some(BTreeMap::new()))
+            .unwrap()
+            .settings;
+        let hooks: Vec<(String, WebhookFormat, &str)> = s
+            .notify
+            .iter()
+            .map(|w| (w.name(), w.format, w.url.expose_secret()))
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                (
+                    "notify.webhook[1]".to_owned(),
+                    WebhookFormat::Json,
+                    "https://hooks.example.com/x/INLINEHOOK"
+                ),
+                (
+                    "notify.webhook[2]".to_owned(),
+                    WebhookFormat::Slack,
+                    "https://hooks.example.com/services/FILEHOOK"
+                ),
+            ]
+        );
+        // The daemon watches the file to pick up a rotated URL.
+        assert_eq!(secret_files(&path), [("notify.webhook.url_file", file)]);
+        let shown = format!("{s:?} {s:#?}");
+        assert!(
+            !shown.contains("INLINEHOOK") && !shown.contains("FILEHOOK"),
+            "{shown}"
+        );
+        // None configured: none.
+        let none = load_with_env(&write(&dir, MINIMAL), Some(BTreeMap::new())).unwrap();
+        assert!(none.settings.notify.is_empty());
+        // A table instead of an array of tables is refused by its key.
+        let single = format!("{MINIMAL}[notify.webhook]\nurl = \"https://h.example.com/x\"\n");
+        let err = load_with_env(&write(&dir, &single), Some(BTreeMap::new())).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].key, "notify.webhook");
+    }
+
+    #[test]
+    fn webhook_urls_are_https_or_loopback_and_never_quoted() {
+        assert!(webhook_url("http://127.0.0.1:8080/hook").is_ok());
+        assert!(webhook_url("http://localhost/hook?token=1").is_ok());
+        assert!(webhook_url("https://hooks.example.com/services/T/B/X").is_ok());
+        for bad in [
+            "http://hooks.example.com/services/SECRETX",
+            "ftp://hooks.example.com/SECRETX",
+            "SECRETX",
+            "https://[bad/SECRETX",
+        ] {
+            let e = webhook_url(bad).unwrap_err();
+            assert!(!e.contains("SECRETX") && !e.contains("example"), "{e}");
+        }
     }
 
     #[test]

@@ -157,14 +157,40 @@ impl Section {
         value
     }
 
-    /// Removes a key's value. Every key the loader asks for must be listed in [`KEYS`].
+    /// Removes a key's value. Every key the loader asks for must be listed in [`KEYS`] (a
+    /// key inside an array of tables without its index: `notify.webhook.url`).
     fn remove(&mut self, key: &str) -> Option<Value> {
         debug_assert!(
-            KEYS.contains(&self.key(key).as_str()),
+            KEYS.contains(&without_indexes(&self.key(key)).as_str()),
             "{} is missing from config::KEYS",
             self.key(key)
         );
         self.table.remove(key)
+    }
+
+    /// The array of tables `name` inside this one (`[[notify.webhook]]`), each table a section
+    /// named with its place counted from 1 (`notify.webhook[1]`); empty when absent, `None`
+    /// when it is not an array of tables (recorded).
+    pub(super) fn tables(&mut self, name: &str) -> Option<Vec<Section>> {
+        let Some(value) = self.table.remove(name) else {
+            return Some(Vec::new());
+        };
+        let items = match value.kind {
+            ValueKind::Array(items) => items,
+            _ => {
+                let message = format!("must be an array of tables: write [[{}]]", self.key(name));
+                self.problem(name, message);
+                return None;
+            }
+        };
+        let key = self.key(name);
+        Some(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| Section::of(format!("{key}[{}]", i + 1), Some(item)))
+                .collect(),
+        )
     }
 
     /// Takes a value; absent or of the wrong type (recorded), `None`.
@@ -318,6 +344,22 @@ impl Section {
         }
         problems
     }
+}
+
+/// A dotted key without the indexes of arrays of tables: `notify.webhook[2].url` reads
+/// `notify.webhook.url`.
+fn without_indexes(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut in_index = false;
+    for c in key.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            c if !in_index => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The largest secret file read: a PEM key is a few KiB, a token far less.

@@ -13,7 +13,7 @@ use super::read::{Choice, Section, choose, header_secret, origin_note};
 use super::{
     GuardSettings, LogFormat, LogSettings, MetadataGroup, OAuthSettings, OktaCredentials,
     OktaSettings, PendoSettings, Problem, Region, ScheduleSettings, Settings, StateSettings,
-    SyncSettings, Timeouts, UserScope, service_url,
+    SyncSettings, Timeouts, UserScope, Webhook, WebhookFormat, service_url, webhook_url,
 };
 use crate::mapping::{AttributePath, FieldMapping, Mapping, OnNull, ValueType};
 use crate::retry::RetryPolicy;
@@ -75,6 +75,7 @@ fn settings(root: &mut Map<String, Value>, problems: &mut Vec<Problem>) -> Optio
     let retry = section(root, "retry", retry_settings, problems);
     let schedule = section(root, "schedule", schedule_settings, problems);
     let server = section(root, "server", server_settings, problems);
+    let notify = section(root, "notify", notify_settings, problems);
     Some(Settings {
         okta: okta?,
         pendo: pendo?,
@@ -86,6 +87,7 @@ fn settings(root: &mut Map<String, Value>, problems: &mut Vec<Problem>) -> Optio
         retry: retry?,
         schedule: schedule?,
         server: server?,
+        notify: notify?,
     })
 }
 
@@ -379,6 +381,28 @@ fn server_settings(s: &mut Section) -> Option<Option<SocketAddr>> {
         .map(Some)
         .ok_or_else(|| format!("\"{raw}\" is not an address like \"127.0.0.1:9184\" or a port"));
     s.check("listen", parsed)
+}
+
+/// `[[notify.webhook]]`: zero or more webhooks, each a URL (a secret, inline or in a file) and
+/// a format.
+fn notify_settings(s: &mut Section) -> Option<Vec<Webhook>> {
+    let tables = s.tables("webhook")?;
+    let mut webhooks = Vec::with_capacity(tables.len());
+    let mut ok = true;
+    for (i, mut w) in tables.into_iter().enumerate() {
+        let url = w.secret("url", webhook_url);
+        let format = w.choice("format", WebhookFormat::Slack);
+        s.absorb(w);
+        match (url, format) {
+            (Some(url), Some(format)) => webhooks.push(Webhook {
+                index: i + 1,
+                url,
+                format,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(webhooks)
 }
 
 /// `[mapping]`: Pendo field = attribute path, or = `{ path = "...", type = "..." }`. Its keys
