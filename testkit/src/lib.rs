@@ -22,6 +22,8 @@
 //!   statuses, `Retry-After`, 409 "Operation in progress", malformed JSON, a request never
 //!   answered), a 408 for batches over a size, records it refuses or does not confirm, and
 //!   optionally Pendo's refusal of fields its schema does not have.
+//! * [`FakeWebhook`] is an incoming-webhook receiver (Slack's, or any JSON POST) on a secret
+//!   path, recording what it gets, with injected error statuses or a receiver that stays down.
 //! * [`users`] makes deterministic, realistic Okta users, fast enough to serve a million.
 //! * [`OAuthOptions`] (in [`OktaOptions::oauth`]) turns the fake Okta into an org whose API is
 //!   accessed by an OAuth 2.0 service app: client credentials with a `private_key_jwt` client
@@ -50,12 +52,14 @@ mod query;
 mod server;
 mod stream;
 pub mod users;
+pub mod webhook;
 
 pub use oauth::{OAuthOptions, TokenRequest};
 pub use okta::{
     FakeOkta, HANG_DURATION, LinkStyle, OktaFault, OktaOptions, RecordedRequest, UserSource,
 };
 pub use pendo::{ExistingVisitors, FakePendo, PendoFault, PendoOptions, ReceivedBatch};
+pub use webhook::{FakeWebhook, ReceivedPost, WebhookOptions};
 
 /// Throwaway key pairs for tests (see `testkit/keys/README.md`): they protect nothing and must
 /// never be registered with a real Okta org.
