@@ -114,7 +114,10 @@ async fn dispatch(cli: Cli) -> i32 {
     let signals = match &cli.command {
         Command::Run => Signals::register(true),
         Command::Sync { .. } => Signals::register(false),
-        Command::History { .. } | Command::Check { .. } | Command::Explain { .. } => None,
+        Command::History { .. }
+        | Command::Check { .. }
+        | Command::Explain { .. }
+        | Command::Notify { .. } => None,
     };
     let path = config::resolve_path(cli.config);
     let Loaded { settings, warnings } = match config::load(&path) {
@@ -135,7 +138,8 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         | Command::History { .. }
         | Command::Explain { .. }
-        | Command::Check { .. } => Target::Stderr,
+        | Command::Check { .. }
+        | Command::Notify { .. } => Target::Stderr,
         Command::Sync { .. } | Command::Run => Target::Stdout,
     };
     let _log_guard = telemetry::init(&settings.log, log_target);
@@ -183,6 +187,7 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Explain { user, json } => explain(&settings, &user, json).await,
         Command::Check { offline } => Ok(check(&path, &settings, offline).await),
+        Command::Notify { test: _ } => Ok(notify_test(&settings).await),
     };
     match done {
         Ok(code) => code,
@@ -302,6 +307,38 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// `notify --test`: a test message to every webhook, one line each on stdout; 0 when every
+/// one was delivered, 1 otherwise (none configured included).
+async fn notify_test(settings: &Settings) -> i32 {
+    if settings.notify.is_empty() {
+        println!("no webhook is configured: add a [[notify.webhook]] table; nothing was sent");
+        return EXIT_FAILURE;
+    }
+    let message = crate::notify::Message {
+        event: crate::notify::Event::Test,
+        host: crate::notify::host_name(),
+        run: None,
+    };
+    let metrics = Metrics::new();
+    let sent = crate::notify::send(&settings.notify, settings.retry, &message, &metrics).await;
+    let lines: Vec<Line> = sent
+        .into_iter()
+        .map(|d| {
+            let what = format!("{} ({})", d.webhook, d.format.as_str());
+            match d.result {
+                Ok(()) => Line::ok(what, "the test message was delivered"),
+                Err(e) => Line::fail(what, format!("not delivered: {e}")),
+            }
+        })
+        .collect();
+    print!("{}", crate::check::render(&lines));
+    if lines.iter().all(|l| l.ok) {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
+}
+
 /// `history`: the recorded runs, newest first, as a table or JSON; or one run whole.
 fn history(settings: &Settings, query: &crate::history::Query) -> Result<i32, AppError> {
     let mut out = std::io::stdout().lock();
@@ -335,6 +372,7 @@ async fn explain(settings: &Settings, user: &str, json: bool) -> Result<i32, App
 
 async fn check(path: &Path, settings: &Settings, offline: bool) -> i32 {
     let mut lines = vec![Line::ok("config", path.display().to_string())];
+    lines.extend(crate::check::webhooks(&settings.notify));
     if offline {
         print!("{}", crate::check::render(&lines));
         return EXIT_OK;

@@ -1,6 +1,6 @@
-//! `check`: the config (offline), then the Okta credentials, each group the run reads, the
-//! Pendo key, and every mapped field against Pendo's visitor schema, printed as a short table
-//! with a verdict.
+//! `check`: the config (offline) and its webhooks (validated, never sent to), then the Okta
+//! credentials, each group the run reads, the Pendo key, and every mapped field against Pendo's
+//! visitor schema, printed as a short table with a verdict.
 
 use std::fmt::Write as _;
 
@@ -125,6 +125,24 @@ pub fn runs(settings: &Settings, last: Option<&RunRecord>) -> Vec<Line> {
         ));
     }
     lines
+}
+
+/// One line per webhook of `[[notify.webhook]]`, named `notify.webhook[N]`: its URL passed the
+/// loader's checks (https, or http to loopback), and is never shown; nothing is sent to it.
+pub fn webhooks(webhooks: &[crate::config::Webhook]) -> Vec<Line> {
+    webhooks
+        .iter()
+        .map(|w| {
+            Line::ok(
+                w.name(),
+                format!(
+                    "{}: the URL is valid (not shown; nothing sent: `notify --test` sends a \
+                     test message)",
+                    w.format.as_str()
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The scope Okta wants for `GET /api/v1/groups/{id}/users`, besides `okta.users.read`.

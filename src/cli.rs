@@ -45,6 +45,13 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Send a test message to every configured webhook ([[notify.webhook]]); exit 0 when all
+    /// were delivered, else 1
+    Notify {
+        /// Send the test message (required: the command sends nothing else)
+        #[arg(long, required = true)]
+        test: bool,
+    },
     /// Show the recorded runs, newest first; with ID, that one run whole
     History {
         /// Show this run whole: every field, all its errors and missing visitor IDs

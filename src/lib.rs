@@ -9,7 +9,7 @@
 //! makes of one user); [`retry`] is the back-off both clients share; [`http`] what else they
 //! share; [`telemetry`] the logs; [`shutdown`] the signals.
 //! [`daemon`] runs syncs on the [`schedule`] and, with [`server`], serves health and
-//! [`metrics`].
+//! [`metrics`]; [`notify`] posts a run that did not succeed, and a recovery, to webhooks.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -24,6 +24,7 @@ pub mod history;
 pub mod http;
 pub mod mapping;
 pub mod metrics;
+pub mod notify;
 pub mod okta;
 pub mod pendo;
 pub mod report;

@@ -1,6 +1,7 @@
 //! One sync, recorded: build the clients, run, store the record (and what the run settled),
-//! count it in the metrics and log its summary line. `sync` and the daemon both run through
-//! [`run_and_record`], so a run is recorded the same way whoever started it.
+//! count it in the metrics, log its summary line and notify the webhooks it deserves. `sync`
+//! and the daemon both run through [`run_and_record`], so a run is recorded the same way
+//! whoever started it.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,8 @@ fn projection(settings: &Settings) -> Projection {
 /// Runs one sync and records it. `state` is the writer's state, or for a dry run a read-only
 /// one: a dry run stores its record through a short unlocked write of its own. The record is
 /// returned with its id; it is also returned, inside the error, when it could not be stored.
+/// A run that is not a dry run is then notified to the webhooks (`notify::after_run`, bounded
+/// in time), stored or not; that never changes the record.
 pub async fn run_and_record(
     settings: &Settings,
     state: &Mutex<State>,
@@ -88,19 +91,23 @@ pub async fn run_and_record(
         }
         Err(e) => (RunRecord::not_started(opts.trigger, e.to_string()), None),
     };
+    let mut previous = None;
     let stored = if opts.dry_run {
         State::open_unlocked(&settings.state.path).and_then(|s| {
             s.keep_runs(settings.state.keep_runs)
                 .finish_run(&record, None)
         })
     } else {
-        state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .finish_run(&record, reached.as_ref())
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        // Read before this run is stored: storing it may drop the oldest records.
+        previous = state.last_real_run().unwrap_or_else(|e| {
+            tracing::warn!("cannot read the previous run, so no recovery can be told: {e}");
+            None
+        });
+        state.finish_run(&record, reached.as_ref())
     };
     metrics.run_finished(&record);
-    match stored {
+    let done = match stored {
         Ok(id) => {
             record.id = id;
             log_summary(&record);
@@ -115,7 +122,16 @@ pub async fn run_and_record(
             log_summary(&e.record);
             Err(e)
         }
+    };
+    if !opts.dry_run {
+        let record = match &done {
+            Ok(r) => r,
+            Err(e) => &e.record,
+        };
+        let retry = settings.retry;
+        crate::notify::after_run(&settings.notify, retry, record, previous.as_ref(), metrics).await;
     }
+    done
 }
 
 /// The one info line per run that summarises its record.

@@ -616,6 +616,12 @@ impl State {
             .find(|r| r.mode != Mode::DryRun && r.started_at.timestamp_millis() == mark))
     }
 
+    /// The newest run that was not a dry run, whatever its status (for notifications: whether
+    /// the run after it is a recovery).
+    pub fn last_real_run(&self) -> Result<Option<RunRecord>, StateError> {
+        Ok(self.select_runs("mode != 'dry-run'", 1)?.into_iter().next())
+    }
+
     /// The newest run that got through: not a dry run, and succeeded or partial.
     pub fn last_completed_run(&self) -> Result<Option<RunRecord>, StateError> {
         Ok(self

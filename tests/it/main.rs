@@ -13,6 +13,7 @@ mod hardening_files;
 mod hardening_net;
 mod history;
 mod incremental;
+mod notify;
 mod oauth;
 mod pacing;
 mod permissions;
