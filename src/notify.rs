@@ -365,6 +365,53 @@ mod tests {
         assert_eq!(event(&ok, None), None);
     }
 
+    /// A webhook that takes connections and never answers: every webhook together still gets
+    /// no more than the delivery budget (on paused time), and the failure is counted.
+    #[tokio::test(start_paused = true)]
+    async fn a_webhook_that_never_answers_is_given_up_within_the_budget() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let hooks = [Webhook {
+            index: 1,
+            url: format!("http://{addr}/services/T/B/HUNG").into(),
+            format: WebhookFormat::Slack,
+        }];
+        let patient = RetryPolicy {
+            max_attempts: 100,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            max_elapsed: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        };
+        let metrics = Metrics::new();
+        let message = Message {
+            event: Event::Test,
+            host: "box1".into(),
+            run: None,
+        };
+        let started = tokio::time::Instant::now();
+        let sent = send(&hooks, patient, &message, &metrics).await;
+        let took = started.elapsed();
+        assert!(
+            took >= DELIVERY_BUDGET && took < DELIVERY_BUDGET + Duration::from_secs(1),
+            "{took:?}"
+        );
+        assert!(matches!(sent[0].result, Err(NotifyError::OutOfTime)));
+        assert_eq!(sent[0].webhook, "notify.webhook[1]");
+        let text = metrics.render();
+        assert!(
+            text.contains("okta_pendo_sync_notifications_total{outcome=\"failed\"} 1"),
+            "{text}"
+        );
+        held.abort();
+    }
+
     #[test]
     fn bodies_of_both_formats() {
         let mut r = run(Status::Partial, Mode::Full);

@@ -598,3 +598,97 @@ async fn the_url_shows_in_no_output_even_at_debug() {
     }
     assert!(outputs[0].contains("notify.webhook[2]"), "{}", outputs[0]);
 }
+
+/// A stand-in daemon job that keeps the webhook URLs each run was given.
+struct UrlsJob {
+    seen: Mutex<Vec<Vec<String>>>,
+}
+
+impl okta_pendo_sync::daemon::Job for UrlsJob {
+    fn run(
+        self: Arc<Self>,
+        settings: Arc<config::Settings>,
+        _: Trigger,
+        _: CancellationToken,
+    ) -> okta_pendo_sync::daemon::JobFuture {
+        Box::pin(async move {
+            use secrecy::ExposeSecret;
+            let urls = settings
+                .notify
+                .iter()
+                .map(|w| w.url.expose_secret().to_owned())
+                .collect();
+            self.seen.lock().unwrap().push(urls);
+        })
+    }
+
+    fn last_run_started(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daemon_picks_up_new_webhooks_on_sighup_and_a_rotated_url_file() {
+    use okta_pendo_sync::daemon::Daemon;
+    use okta_pendo_sync::schedule::{Clock, TokioClock};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.toml");
+    let base = format!(
+        "[schedule]\ncron = \"0 * * * * *\"\ncatch_up = false\n[okta]\n\
+         org_url = \"http://127.0.0.1:9\"\napi_token = \"t\"\n[pendo]\n\
+         base_url = \"http://127.0.0.1:9\"\nintegration_key = \"k\"\n\
+         [mapping]\nt = \"profile.title\"\n[state]\npath = \"{}/s.db\"\n",
+        dir.path().display()
+    );
+    std::fs::write(&config_path, &base).unwrap();
+    let url_file = dir.path().join("hook.url");
+    std::fs::write(&url_file, "https://hooks.example.com/services/FIRST\n").unwrap();
+
+    let settings = config::load(&config_path).unwrap().settings;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:30Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start));
+    let job = Arc::new(UrlsJob {
+        seen: Mutex::new(Vec::new()),
+    });
+    let (reload, rx) = tokio::sync::mpsc::channel(4);
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(
+        config_path.clone(),
+        settings,
+        clock,
+        Arc::new(Metrics::new()),
+        job.clone(),
+    );
+    let task = tokio::spawn(daemon.run(rx, stop.clone()));
+    let seen = || job.seen.lock().unwrap().clone();
+
+    // 10:01: no webhook.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(seen(), [Vec::<String>::new()]);
+
+    // A webhook added, SIGHUP: the 10:02 run has it.
+    std::fs::write(
+        &config_path,
+        format!(
+            "{base}[[notify.webhook]]\nurl_file = \"{}\"\n",
+            url_file.display()
+        ),
+    )
+    .unwrap();
+    reload.send(()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(seen()[1], ["https://hooks.example.com/services/FIRST"]);
+
+    // The URL file rotated, no signal: the next run has the new URL.
+    std::fs::write(&url_file, "https://hooks.example.com/services/SECOND\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        seen().last().unwrap(),
+        &["https://hooks.example.com/services/SECOND"]
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
