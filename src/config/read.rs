@@ -178,7 +178,11 @@ impl Section {
         let items = match value.kind {
             ValueKind::Array(items) => items,
             _ => {
-                let message = format!("must be an array of tables: write [[{}]]", self.key(name));
+                let message = format!(
+                    "must be an array of tables: write [[{}]] tables in the file (they cannot be \
+                     set from the environment)",
+                    self.key(name)
+                );
                 self.problem(name, message);
                 return None;
             }
