@@ -99,11 +99,14 @@ pub async fn run_and_record(
         })
     } else {
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-        // Read before this run is stored: storing it may drop the oldest records.
-        previous = state.last_real_run().unwrap_or_else(|e| {
-            tracing::warn!("cannot read the previous run, so no recovery can be told: {e}");
-            None
-        });
+        // Read before this run is stored: storing it may drop the oldest records. Only
+        // notifications need it.
+        if !settings.notify.is_empty() {
+            previous = state.last_real_run().unwrap_or_else(|e| {
+                tracing::warn!("cannot read the previous run, so no recovery can be told: {e}");
+                None
+            });
+        }
         state.finish_run(&record, reached.as_ref())
     };
     metrics.run_finished(&record);
