@@ -439,36 +439,10 @@ async fn an_edit_in_the_last_minute_before_a_fire_does_not_lose_it() {
     h.stop().await;
 }
 
-/// Log lines written while the returned guard lives on this thread (the paused runtime's).
-fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    #[derive(Clone)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let writer = Buffer(buffer.clone());
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    // All the tests share one process: a callsite another test's thread registered while this
-    // subscriber was being set could have cached "no one listens". Ask every callsite again.
-    tracing::callsite::rebuild_interest_cache();
-    (buffer, guard)
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_rotated_secret_file_is_picked_up_and_an_empty_one_kept_out() {
-    let (logs, _guard) = capture_logs();
-    let log_text = || String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let logs = crate::logs::capture();
+    let log_text = || logs.text();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("okta.token");
     std::fs::write(&token, "first-secret-token\n").unwrap();

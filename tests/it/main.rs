@@ -13,6 +13,7 @@ mod hardening_files;
 mod hardening_net;
 mod history;
 mod incremental;
+mod logs;
 mod notify;
 mod oauth;
 mod pacing;
