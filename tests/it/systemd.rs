@@ -10,7 +10,7 @@ fn unit_for_this_build(dir: &std::path::Path) -> std::path::PathBuf {
     .unwrap();
     // verify checks that ExecStart's binary exists: point it at the one just built.
     let text = text.replace(
-        "/usr/local/bin/okta-pendo-sync",
+        "/usr/bin/okta-pendo-sync",
         env!("CARGO_BIN_EXE_okta-pendo-sync"),
     );
     let path = dir.join("okta-pendo-sync.service");
@@ -60,6 +60,9 @@ fn the_unit_wires_what_the_daemon_expects() {
     )
     .unwrap();
     for line in [
+        // Where the Debian package installs the binary (the package ships this file as it is).
+        "ExecStartPre=/usr/bin/okta-pendo-sync --config",
+        "ExecStart=/usr/bin/okta-pendo-sync --config",
         "DynamicUser=yes",
         "StateDirectory=okta-pendo-sync",
         "ConfigurationDirectory=okta-pendo-sync",
