@@ -4,7 +4,8 @@
 # scripts/check-kubernetes.py that their paths, ports and security context agree with the
 # ConfigMap's config; and runs `okta-pendo-sync check --offline` on that config, with the
 # server.listen the Deployment sets in the environment (the pod's IP replaced by 127.0.0.1) and
-# dummy secret files in place of the Secret's. Each check is also shown to fail on a broken copy.
+# dummy secret files in place of the Secret's, laid out as the kubelet mounts them. Each check
+# is also shown to fail on a broken copy.
 #
 #   scripts/test-kubernetes.sh
 set -euo pipefail
@@ -54,15 +55,30 @@ broken writable-root cronjob.yaml 's/readOnlyRootFilesystem: true/readOnlyRootFi
 echo "== okta-pendo-sync check --offline of the ConfigMap's config"
 cargo build --locked --quiet --bin okta-pendo-sync
 bin=${CARGO_TARGET_DIR:-target}/debug/okta-pendo-sync
+# The files laid out as the kubelet mounts a ConfigMap or a Secret: links through ..data into
+# a timestamped folder (swapped at once on an update), the Secret's files mode 0440 (fsGroup).
+kubelet_volume() { # folder, then name=source pairs
+  local folder=$1 name
+  shift
+  mkdir -p "$folder/..2026_01_01_00_00_00.1"
+  ln -s ..2026_01_01_00_00_00.1 "$folder/..data"
+  for pair in "$@"; do
+    name=${pair%%=*}
+    cp "${pair#*=}" "$folder/..2026_01_01_00_00_00.1/$name"
+    ln -s "..data/$name" "$folder/$name"
+  done
+}
 printf 'dummy-okta-token\n' >"$work/okta-token"
 printf 'dummy-pendo-key\n' >"$work/pendo-key"
-chmod 0600 "$work/okta-token" "$work/pendo-key"
+kubelet_volume "$work/secrets" okta-token="$work/okta-token" pendo-key="$work/pendo-key"
+chmod 0440 "$work"/secrets/..2026_*/*
+kubelet_volume "$work/config" config.toml="$work/config.toml"
 offline() { # server.listen, then what check --offline prints and its exit code
   set +e
-  OKTA_PENDO_SYNC__OKTA__API_TOKEN_FILE="$work/okta-token" \
-    OKTA_PENDO_SYNC__PENDO__INTEGRATION_KEY_FILE="$work/pendo-key" \
+  OKTA_PENDO_SYNC__OKTA__API_TOKEN_FILE="$work/secrets/okta-token" \
+    OKTA_PENDO_SYNC__PENDO__INTEGRATION_KEY_FILE="$work/secrets/pendo-key" \
     OKTA_PENDO_SYNC__SERVER__LISTEN="$1" \
-    "$bin" --config "$work/config.toml" check --offline 2>&1
+    "$bin" --config "$work/config/config.toml" check --offline 2>&1
   echo "exit $?"
   set -e
 }
@@ -70,6 +86,9 @@ out=$(offline "${listen/\$(POD_IP)/127.0.0.1}")
 echo "$out"
 [ "$(tail -n 1 <<<"$out")" = "exit 0" ] || fail "check --offline refused the ConfigMap's config"
 ! grep -q dummy <<<"$out" || fail "check --offline printed a secret"
+# The warning README's "Kubernetes" says to expect, about the Secret's group-readable files.
+grep -q 'okta.api_token_file: .* may be read by users other than its owner (mode 440)' <<<"$out" \
+  || fail "no warning about the Secret's mode 0440"
 # The environment variable does set server.listen: a bad value there is refused, by its key.
 out=$(offline "${listen/\$(POD_IP)/not-an-address}")
 [ "$(tail -n 1 <<<"$out")" = "exit 78" ] && grep -q 'server.listen' <<<"$out" \
