@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderMap, LINK};
 use secrecy::SecretString;
 use serde_json::Value;
+use tokio::task::JoinHandle;
 use url::Url;
 
 use super::auth::{Auth, Credentials, OAuth, Retry, SetupError};
@@ -124,6 +125,94 @@ pub struct Page {
     pub next: Result<Option<Url>, OktaError>,
     /// Okta's clock when it answered (the response's `Date`), if it sent a readable one.
     pub date: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A 200 whose body is read but not yet parsed.
+struct Fetched {
+    url: Url,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// The first try at the next page, started while the page before it is parsed. At most one is
+/// held per listing; dropping it aborts the request (a cancelled run reads no further).
+pub struct Ahead {
+    url: Url,
+    task: JoinHandle<(Attempt<Fetched, OktaError>, u8)>,
+}
+
+impl std::fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ahead")
+            .field("path", &self.url.path())
+            .finish()
+    }
+}
+
+impl Ahead {
+    /// The try's outcome, and its count of answered authentication challenges (which the
+    /// page's later tries go on from). A try that was lost (its task failed) is made again now.
+    async fn join(
+        mut self,
+        client: &OktaClient,
+        auth_retries: &AtomicU8,
+    ) -> Attempt<Fetched, OktaError> {
+        match (&mut self.task).await {
+            Ok((tried, answered)) => {
+                auth_retries.store(answered, Ordering::Relaxed);
+                tried
+            }
+            Err(_) => {
+                let path = self.url.path().to_owned();
+                client.try_fetch(&self.url, &path, auth_retries).await
+            }
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A try that brought a 200's body, or what the retry loop does instead.
+fn body_of<T>(tried: Attempt<Fetched, OktaError>) -> Result<Fetched, Attempt<T, OktaError>> {
+    match tried {
+        Attempt::Done(Ok(fetched)) => Ok(fetched),
+        Attempt::Done(Err(e)) => Err(Attempt::Done(Err(e))),
+        Attempt::Retry { error, reason } => Err(Attempt::Retry { error, reason }),
+        Attempt::Wait {
+            error,
+            wait,
+            reason,
+            counts,
+        } => Err(Attempt::Wait {
+            error,
+            wait,
+            reason,
+            counts,
+        }),
+    }
+}
+
+/// Takes what `slot` holds (a poisoned lock still holds it).
+fn take(slot: &std::sync::Mutex<Option<Ahead>>) -> Option<Ahead> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Puts `ahead` in `slot`.
+fn put(slot: &std::sync::Mutex<Option<Ahead>>, ahead: Option<Ahead>) {
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = ahead;
+}
+
+/// A parse's outcome as a try: a page that does not parse may be a proxy's glitch, and reading
+/// it again is harmless.
+fn parsed<T>(page: Result<T, OktaError>) -> Attempt<T, OktaError> {
+    match page {
+        Err(error @ OktaError::Malformed { .. }) => Attempt::retry(error),
+        other => Attempt::Done(other),
+    }
 }
 
 /// An authenticated client for one Okta org.
@@ -240,7 +329,14 @@ impl OktaClient {
             &self.retry,
             "okta page",
             || self.metrics.retry(Service::Okta),
-            || self.try_page(url, &path, &auth_retries),
+            || async {
+                let fetched = match body_of(self.try_fetch(url, &path, &auth_retries).await) {
+                    Ok(fetched) => fetched,
+                    Err(not_a_page) => return not_a_page,
+                };
+                let next = self.next_of(&fetched);
+                parsed(self.parse_page(fetched, next, &path))
+            },
         )
         .await
     }
@@ -281,6 +377,63 @@ impl OktaClient {
             "okta user",
             || self.metrics.retry(Service::Okta),
             || self.try_user(&url, &path, &auth_retries),
+        )
+        .await
+    }
+
+    /// Fetches one page, retrying what is transient, and starts fetching the page after it as
+    /// soon as its link is known (before this one is parsed): the returned [`Ahead`] is that
+    /// next page's first try, to hand back with its URL on the next call. `ahead` is used only
+    /// when it is for `url`; `follow` says whether a next link may be fetched ahead (a link the
+    /// caller will refuse is not requested). When this page must be fetched again (its body was
+    /// unusable), the page fetched after it waits: it is used after the retry, in order, if the
+    /// retry links to the same URL, and dropped (aborted) otherwise.
+    pub async fn page_ahead(
+        self: &Arc<Self>,
+        url: &Url,
+        ahead: Option<Ahead>,
+        follow: impl Fn(&Url) -> bool,
+    ) -> Result<(Page, Option<Ahead>), OktaError> {
+        let path = url.path().to_owned();
+        let auth_retries = AtomicU8::new(0);
+        let mut ahead = ahead.filter(|a| a.url == *url);
+        // The next page, fetched ahead by a try of this one that had to be made again.
+        let waiting: std::sync::Mutex<Option<Ahead>> = std::sync::Mutex::new(None);
+        with_retry(
+            &self.retry,
+            "okta page",
+            || self.metrics.retry(Service::Okta),
+            || {
+                let first = ahead.take();
+                let (path, auth_retries, follow, waiting) =
+                    (&path, &auth_retries, &follow, &waiting);
+                async move {
+                    let tried = match first {
+                        Some(first) => first.join(self, auth_retries).await,
+                        None => self.try_fetch(url, path, auth_retries).await,
+                    };
+                    let fetched = match body_of(tried) {
+                        Ok(fetched) => fetched,
+                        Err(not_a_page) => return not_a_page,
+                    };
+                    let next = self.next_of(&fetched);
+                    let waited = take(waiting);
+                    let after = match &next {
+                        Ok(Some(n)) if follow(n) => Some(match waited {
+                            Some(w) if w.url == *n => w,
+                            _ => self.fetch_ahead(n.clone()),
+                        }),
+                        _ => None,
+                    };
+                    match self.parse_page(fetched, next, path) {
+                        Ok(page) => Attempt::Done(Ok((page, after))),
+                        Err(e) => {
+                            put(waiting, after);
+                            parsed(Err(e))
+                        }
+                    }
+                }
+            },
         )
         .await
     }
@@ -348,14 +501,27 @@ impl OktaClient {
         }
     }
 
+    /// Starts the first try at the page at `url` in a task of its own.
+    fn fetch_ahead(self: &Arc<Self>, url: Url) -> Ahead {
+        let client = Arc::clone(self);
+        let target = url.clone();
+        let task = tokio::spawn(async move {
+            let auth_retries = AtomicU8::new(0);
+            let path = target.path().to_owned();
+            let tried = client.try_fetch(&target, &path, &auth_retries).await;
+            (tried, auth_retries.into_inner())
+        });
+        Ahead { url, task }
+    }
+
     /// One try at a page: the pacer's pause, the credentials, the request, and its answer as an
-    /// [`Attempt`].
-    async fn try_page(
+    /// [`Attempt`]: a 200's body still to be parsed, or why not.
+    async fn try_fetch(
         &self,
         url: &Url,
         path: &str,
         auth_retries: &AtomicU8,
-    ) -> Attempt<Page, OktaError> {
+    ) -> Attempt<Fetched, OktaError> {
         // The pause first: the credentials (a DPoP proof's `iat`) are as fresh as the request.
         self.pace().await;
         let credentials = match self.auth.credentials("GET", url).await {
@@ -374,11 +540,11 @@ impl OktaClient {
             Err(e) => return self.unread_body(e, path),
         };
         if status == StatusCode::OK {
-            // A page that does not parse may be a proxy's glitch: reading it again is harmless.
-            return match self.parse_page(url, &headers, &body, path) {
-                Err(error @ OktaError::Malformed { .. }) => Attempt::retry(error),
-                other => Attempt::Done(other),
-            };
+            return Attempt::Done(Ok(Fetched {
+                url: url.clone(),
+                headers,
+                body,
+            }));
         }
         if let Some(again) = self.auth_challenge(status, &headers, auth_retries) {
             return again;
@@ -514,19 +680,31 @@ impl OktaClient {
         }
     }
 
+    /// A 200's next link (resolved and checked), known from its headers alone.
+    fn next_of(&self, fetched: &Fetched) -> Result<Option<Url>, OktaError> {
+        let links = fetched
+            .headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        link::next_link(links)
+            .map(|raw| self.checked_next(&fetched.url, raw))
+            .transpose()
+    }
+
     /// A 200's body read as users (only the projected attributes), with its next link and its
     /// `Date`. A page is what Okta sends: an array of at most `page_size` users.
     fn parse_page(
         &self,
-        page_url: &Url,
-        headers: &HeaderMap,
-        body: &[u8],
+        fetched: Fetched,
+        next: Result<Option<Url>, OktaError>,
         path: &str,
     ) -> Result<Page, OktaError> {
         let malformed = |detail: String| OktaError::Malformed {
             path: path.into(),
             detail,
         };
+        let body = &fetched.body;
         let is_array = body
             .iter()
             .find(|b| !b.is_ascii_whitespace())
@@ -541,11 +719,8 @@ impl OktaClient {
                 json_kind(body)
             )));
         };
-        let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
-        let next = link::next_link(links)
-            .map(|raw| self.checked_next(page_url, raw))
-            .transpose();
-        let date = headers
+        let date = fetched
+            .headers
             .get(DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())

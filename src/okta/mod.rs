@@ -1,12 +1,15 @@
 //! Reading users from the Okta Users API: the client ([`client`]), its authentication
 //! ([`auth`]: SSWS, or OAuth with DPoP), the `Link` header ([`link`]), pacing by the
-//! rate-limit headers ([`pacer`]) and reading only the needed attributes ([`projection`]).
+//! rate-limit headers ([`pacer`]), reading only the needed attributes ([`projection`]) and
+//! reading listings in order with the next page already requested ([`pages`]).
 
 pub mod auth;
 pub mod client;
 pub mod link;
 pub mod pacer;
+pub mod pages;
 pub mod projection;
 
 pub use auth::SetupError;
-pub use client::{OktaClient, OktaError, Page};
+pub use client::{Ahead, OktaClient, OktaError, Page};
+pub use pages::Pages;

@@ -7,7 +7,6 @@
 //! The next Okta page is fetched while earlier users are mapped and pushed; the bounded channel
 //! and the cap on pushes in flight keep memory flat however many users there are.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::okta::{OktaClient, OktaError, Page};
+use crate::okta::{OktaClient, OktaError, Page, Pages};
 use crate::pendo::PendoClient;
 use crate::report::{Ending, Mode, ReadFailure, RunRecord, Status, Trigger};
 use crate::state::{Settled, State, SyncPoint};
@@ -34,8 +33,6 @@ pub use plan::{FULL_SLACK, OVERLAP, Plan, fingerprint, okta_time, plan, untracke
 
 /// Pages read ahead of the mapper.
 const PAGES_AHEAD: usize = 2;
-/// How many earlier page URLs of a listing a `next` link is checked against (a paging loop).
-const RECENT_PAGES: usize = 64;
 /// The two authenticated clients a run uses.
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -159,7 +156,8 @@ fn start_reading(
         .okta
         .start_urls(&settings.okta.scope, since.as_deref());
     let (page_tx, page_rx) = mpsc::channel(PAGES_AHEAD);
-    let reader = tokio::spawn(read_pages(clients.okta.clone(), starts, page_tx));
+    let pages = Pages::new(clients.okta.clone(), starts);
+    let reader = tokio::spawn(read_pages(pages, page_tx));
     (reader, page_rx)
 }
 
@@ -225,39 +223,13 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Follows each start URL's `next` links, sending pages until the end, an error, or the
-/// receiver going away (then it returns `Ok`: the consumer decided to stop).
-async fn read_pages(
-    okta: Arc<OktaClient>,
-    starts: Vec<url::Url>,
-    tx: mpsc::Sender<Page>,
-) -> Result<(), ReadError> {
-    for start in starts {
-        let mut recent: VecDeque<url::Url> = VecDeque::with_capacity(RECENT_PAGES);
-        let mut next = Some(start);
-        while let Some(url) = next.take() {
-            let mut page = okta.page(&url).await.map_err(ReadError)?;
-            tracing::debug!(users = page.users.len(), path = url.path(), "okta page");
-            let link = std::mem::replace(&mut page.next, Ok(None));
-            if tx.send(page).await.is_err() {
-                return Ok(());
-            }
-            let link = link.map_err(ReadError)?;
-            if let Some(n) = &link
-                && (*n == url || recent.contains(n))
-            {
-                return Err(ReadError(OktaError::Malformed {
-                    path: url.path().to_owned(),
-                    detail: "its next link leads back to a page already read (a paging \
-                                 loop); reading stopped"
-                        .into(),
-                }));
-            }
-            if recent.len() == RECENT_PAGES {
-                recent.pop_front();
-            }
-            recent.push_back(url);
-            next = link;
+/// Sends the pages of the listings until the end, an error, or the receiver going away (then
+/// it returns `Ok`: the consumer decided to stop).
+async fn read_pages(mut pages: Pages, tx: mpsc::Sender<Page>) -> Result<(), ReadError> {
+    while let Some(page) = pages.next_page().await {
+        let page = page.map_err(ReadError)?;
+        if tx.send(page).await.is_err() {
+            return Ok(());
         }
     }
     Ok(())

@@ -19,6 +19,7 @@ mod oauth;
 mod pacing;
 mod permissions;
 mod properties;
+mod reading;
 mod resilience;
 mod sync;
 mod systemd;
