@@ -6,7 +6,6 @@
 //! is the same, digit for digit, as one read by a full parse.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserializer;
@@ -20,7 +19,9 @@ use crate::mapping::AttributePath;
 pub struct Projection {
     /// Keep this value whole (a path ends here).
     whole: bool,
-    children: BTreeMap<String, Projection>,
+    /// The keys to look into, each once, in the order first named. A handful at most: a scan
+    /// that compares lengths first beats a tree of strings here.
+    children: Vec<(String, Projection)>,
 }
 
 impl Projection {
@@ -28,7 +29,7 @@ impl Projection {
     pub fn everything() -> Self {
         Projection {
             whole: true,
-            children: BTreeMap::new(),
+            children: Vec::new(),
         }
     }
 
@@ -38,7 +39,14 @@ impl Projection {
         for path in paths {
             let mut node = &mut root;
             for seg in path.as_str().split('.') {
-                node = node.children.entry(seg.to_owned()).or_default();
+                let at = match node.children.iter().position(|(k, _)| k == seg) {
+                    Some(at) => at,
+                    None => {
+                        node.children.push((seg.to_owned(), Projection::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[at].1;
             }
             node.whole = true;
         }
@@ -91,6 +99,16 @@ impl<'de> Visitor<'de> for PageVisitor<'_> {
     }
 }
 
+impl Projection {
+    /// What to keep of the value under `key` (its raw bytes), if anything.
+    fn child(&self, key: &[u8]) -> Option<(&str, &Projection)> {
+        self.children
+            .iter()
+            .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key)
+            .map(|(k, p)| (k.as_str(), p))
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for &Projection {
     type Value = Value;
 
@@ -137,6 +155,56 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
+/// An object key as the bytes it decodes to (escapes resolved), borrowed from the input when it
+/// has none: looked up without building a `str`. It is still checked as a JSON string is: no
+/// control character in it, and valid UTF-8 (at once when it is plain ASCII, as keys are).
+struct RawKey<'de>(Cow<'de, [u8]>);
+
+impl<'de> serde::Deserialize<'de> for RawKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RawKeyVisitor;
+        impl<'de> Visitor<'de> for RawKeyVisitor {
+            type Value = RawKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            // As written: a control character in it is an error, as in any JSON string.
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<RawKey<'de>, E> {
+                if v.iter().any(|b| *b < 0x20) {
+                    return Err(E::custom("control character in an object key"));
+                }
+                checked_utf8(v)?;
+                Ok(RawKey(Cow::Borrowed(v)))
+            }
+            // With its escapes resolved (they may stand for control characters).
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<RawKey<'de>, E> {
+                checked_utf8(v)?;
+                Ok(RawKey(Cow::Owned(v.to_vec())))
+            }
+            // serde_json hands a number's private key to `visit_map` as a string.
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<RawKey<'de>, E> {
+                Ok(RawKey(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawKey<'de>, E> {
+                Ok(RawKey(Cow::Owned(v.as_bytes().to_vec())))
+            }
+        }
+        d.deserialize_bytes(RawKeyVisitor)
+    }
+}
+
+/// Valid UTF-8, checked at once for plain ASCII.
+fn checked_utf8<E: serde::de::Error>(v: &[u8]) -> Result<(), E> {
+    if v.is_ascii() || std::str::from_utf8(v).is_ok() {
+        Ok(())
+    } else {
+        Err(E::custom("invalid unicode code point in an object key"))
+    }
+}
+
 impl<'de> Visitor<'de> for Projector<'_> {
     type Value = Value;
 
@@ -147,8 +215,8 @@ impl<'de> Visitor<'de> for Projector<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         let mut first = true;
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if first && key == NUMBER_TOKEN {
+        while let Some(RawKey(key)) = map.next_key::<RawKey<'de>>()? {
+            if first && *key == *NUMBER_TOKEN.as_bytes() {
                 let text: Cow<'de, str> = map.next_value::<Key<'de>>()?.0;
                 return text
                     .parse::<Number>()
@@ -156,10 +224,10 @@ impl<'de> Visitor<'de> for Projector<'_> {
                     .map_err(A::Error::custom);
             }
             first = false;
-            match self.0.children.get(key.as_ref()) {
-                Some(child) => {
+            match self.0.child(&key) {
+                Some((name, child)) => {
                     let value = map.next_value_seed(child)?;
-                    out.insert(key.into_owned(), value);
+                    out.insert(name.to_owned(), value);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -317,6 +385,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn keys_are_checked_as_json_strings_even_when_skipped() {
+        // A key no path names is skipped with its value, but it must still be a JSON string:
+        // no raw control character, valid UTF-8, no lone surrogate in its escapes.
+        let proj = Projection::of(&paths(&["id", "profile.login"]));
+        let bad: [&[u8]; 6] = [
+            b"[{\"id\":\"a\",\"sk\x01ip\":1}]",
+            b"[{\"id\":\"a\",\"profile\":{\"sk\x1fip\":1}}]",
+            b"[{\"id\":\"a\",\"sk\xffip\":1}]",
+            b"[{\"id\":\"a\",\"profile\":{\"\xc3\":1}}]",
+            b"[{\"id\":\"a\",\"sk\\ud800ip\":1}]",
+            b"[{\"id\":\"a\",\"sk\\u00e9\xffip\":1}]",
+        ];
+        for body in bad {
+            assert!(
+                serde_json::from_slice::<Value>(body).is_err(),
+                "a full parse refuses it too: {}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(
+                proj.parse_page(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Escapes and non-ASCII keys that are fine stay fine, kept or skipped.
+        let body = "[{\"id\":\"a\",\"cl\u{e9}\":1,\"\\u00e9t\\u00e9\":2,\"tab\\tkey\":3,\"profile\":{\"log\\u0069n\":\"\u{e9}\"}}]";
+        assert_eq!(
+            proj.parse_page(body.as_bytes()).unwrap(),
+            vec![json!({"id": "a", "profile": {"login": "\u{e9}"}})]
+        );
     }
 
     #[test]
