@@ -37,7 +37,10 @@ use tokio::task::JoinHandle;
 use crate::oauth::{OAuthOptions, OAuthState, TOKEN_PATH, TokenRequest};
 use crate::query::{Expr, Mode, Subject};
 use crate::stream::{CutBody, HugeBody};
-use crate::users::{generated_last_updated, generated_user, write_generated_user};
+use crate::users::{
+    Logins, generated_last_updated, generated_user_with, write_generated_user,
+    write_generated_user_with,
+};
 
 /// Where the users served by a [`FakeOkta`] come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +48,9 @@ pub enum UserSource {
     /// `n` users made by [`crate::users::write_generated_user`] for indices `0..n`, rendered on
     /// the fly (no per-user allocation; fit for a million users).
     Generated(usize),
+    /// Like [`Generated`](Self::Generated), but with realistic logins and emails
+    /// ([`Logins::Realistic`]: `first.last@company.com`, in an order unrelated to the ids).
+    GeneratedRealistic(usize),
     /// These exact user objects, served in this order.
     Explicit(Vec<serde_json::Value>),
 }
@@ -53,8 +59,17 @@ impl UserSource {
     /// How many users the source holds.
     pub fn len(&self) -> usize {
         match self {
-            UserSource::Generated(n) => *n,
+            UserSource::Generated(n) | UserSource::GeneratedRealistic(n) => *n,
             UserSource::Explicit(v) => v.len(),
+        }
+    }
+
+    /// The kind of logins of generated users; `None` for explicit ones.
+    pub fn logins(&self) -> Option<Logins> {
+        match self {
+            UserSource::Generated(_) => Some(Logins::Sequential),
+            UserSource::GeneratedRealistic(_) => Some(Logins::Realistic),
+            UserSource::Explicit(_) => None,
         }
     }
 
@@ -541,9 +556,11 @@ impl Shared {
 
     /// User `index` as configured (explicit) or generated, ignoring modifications.
     fn original_user(&self, index: usize) -> serde_json::Value {
-        match &self.users {
-            UserSource::Generated(_) => generated_user(index, &self.base_url),
-            UserSource::Explicit(v) => v.get(index).cloned().unwrap_or(serde_json::Value::Null),
+        match (&self.users, self.users.logins()) {
+            (UserSource::Explicit(v), _) => {
+                v.get(index).cloned().unwrap_or(serde_json::Value::Null)
+            }
+            (_, logins) => generated_user_with(index, &self.base_url, logins.unwrap_or_default()),
         }
     }
 
@@ -1194,9 +1211,9 @@ fn list_page(
         if let Some(v) = modified(u) {
             return Subject::Json(v);
         }
-        match &shared.users {
-            UserSource::Generated(_) => Subject::generated(u, &shared.base_url),
-            UserSource::Explicit(v) => Subject::Json(&v[u]),
+        match (&shared.users, shared.users.logins()) {
+            (UserSource::Explicit(v), _) => Subject::Json(&v[u]),
+            (_, logins) => Subject::generated(u, &shared.base_url, logins.unwrap_or_default()),
         }
     };
     // Okta omits DEPROVISIONED users from `/api/v1/users` unless a filter or search is given;
@@ -1246,6 +1263,9 @@ fn list_page(
         }
         match &shared.users {
             UserSource::Generated(_) => write_generated_user(&mut body, u, &shared.base_url),
+            UserSource::GeneratedRealistic(_) => {
+                write_generated_user_with(&mut body, u, &shared.base_url, Logins::Realistic)
+            }
             UserSource::Explicit(v) => {
                 if serde_json::to_writer(&mut body, &v[u]).is_err() {
                     body.extend_from_slice(b"null");
@@ -1298,7 +1318,7 @@ fn write_bad_user(
     let json = match (modified, users) {
         (Some(v), _) => Some(v),
         (None, UserSource::Explicit(v)) => v.get(u),
-        (None, UserSource::Generated(_)) => None,
+        (None, UserSource::Generated(_) | UserSource::GeneratedRealistic(_)) => None,
     };
     let (id, last_updated) = match json {
         None => (Some(format!("00u{u:017}")), Some(generated_last_updated(u))),

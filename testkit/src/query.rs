@@ -31,8 +31,8 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 use crate::users::{
-    generated_created_millis, generated_last_updated_millis, generated_profile_text,
-    generated_user, parse_rfc3339_millis,
+    Logins, generated_created_millis, generated_last_updated_millis, generated_profile_text,
+    generated_user_with, parse_rfc3339_millis,
 };
 
 /// Which query parameter an expression comes from.
@@ -324,6 +324,7 @@ pub(crate) enum Subject<'a> {
     Generated {
         index: usize,
         base_url: &'a str,
+        logins: Logins,
         full: OnceCell<Value>,
     },
     /// A user as JSON (explicit or modified).
@@ -331,10 +332,11 @@ pub(crate) enum Subject<'a> {
 }
 
 impl<'a> Subject<'a> {
-    pub(crate) fn generated(index: usize, base_url: &'a str) -> Subject<'a> {
+    pub(crate) fn generated(index: usize, base_url: &'a str, logins: Logins) -> Subject<'a> {
         Subject::Generated {
             index,
             base_url,
+            logins,
             full: OnceCell::new(),
         }
     }
@@ -352,8 +354,9 @@ impl<'a> Subject<'a> {
             Subject::Generated {
                 index,
                 base_url,
+                logins,
                 full,
-            } => full.get_or_init(|| generated_user(*index, base_url)),
+            } => full.get_or_init(|| generated_user_with(*index, base_url, *logins)),
             Subject::Json(v) => v,
         }
     }
@@ -373,11 +376,11 @@ impl<'a> Subject<'a> {
 
     /// Whether `test` holds for the property's text (for an array, for one of its elements).
     fn any_text(&self, prop: &Prop, test: &dyn Fn(&str) -> bool) -> bool {
-        if let Subject::Generated { index, .. } = self {
+        if let Subject::Generated { index, logins, .. } = self {
             let fast = match prop {
                 Prop::Status => Some("ACTIVE".to_owned()),
                 Prop::Id => Some(format!("00u{index:017}")),
-                Prop::Profile(a) => generated_profile_text(*index, a),
+                Prop::Profile(a) => generated_profile_text(*index, a, *logins),
                 _ => None,
             };
             if let Some(s) = fast {
@@ -571,7 +574,7 @@ mod tests {
     fn matching_generated(expr: &str, mode: Mode, n: usize) -> Vec<usize> {
         let e = parse(expr, mode).unwrap();
         (0..n)
-            .filter(|&i| e.matches(&Subject::generated(i, "http://x")))
+            .filter(|&i| e.matches(&Subject::generated(i, "http://x", Logins::Sequential)))
             .collect()
     }
 
@@ -596,6 +599,12 @@ mod tests {
             matching_generated(r#"profile.login eq "user7@example.com""#, Mode::Filter, 20),
             vec![7]
         );
+        let realistic = crate::users::generated_login(7, Logins::Realistic);
+        let e = parse(&format!(r#"profile.login eq "{realistic}""#), Mode::Filter).unwrap();
+        let found: Vec<usize> = (0..20)
+            .filter(|&i| e.matches(&Subject::generated(i, "http://x", Logins::Realistic)))
+            .collect();
+        assert_eq!(found, vec![7]);
         assert_eq!(
             matching_generated(r#"id eq "00u00000000000000003""#, Mode::Filter, 20),
             vec![3]
@@ -671,6 +680,6 @@ mod tests {
         );
         assert!(Subject::Json(&users[3]).is_deprovisioned());
         assert!(!Subject::Json(&users[0]).is_deprovisioned());
-        assert!(!Subject::generated(0, "x").is_deprovisioned());
+        assert!(!Subject::generated(0, "x", Logins::Sequential).is_deprovisioned());
     }
 }

@@ -14,12 +14,15 @@
 //! | `created` | 2022-01-01T00:00:00.000Z + `i` seconds |
 //! | `lastUpdated` | 2025-01-01T00:00:00.000Z + `i` seconds (strictly increasing with `i`, see [`generated_last_updated`]) |
 //! | `lastLogin` | `null` when `i % 7 == 0`, else 2025-06-01T00:00:00.000Z + `i` seconds |
-//! | `profile.login`, `profile.email` | `format!("user{i}@example.com")` |
+//! | `profile.login`, `profile.email` | `format!("user{i}@example.com")`, or with [`Logins::Realistic`] `first.last@company.com` (see [`generated_login`]) |
 //! | `profile.department` | `DEPARTMENTS[i % DEPARTMENTS.len()]` |
 //! | `profile.title` | `TITLES[i % TITLES.len()]` |
 //! | `profile.costCenter` | `null` when `i % 5 == 0`, else `format!("CC-{}", 100 + i % 20)` |
 //! | `profile.employeeNumber` | `format!("{:07}", i)` |
-//! | `profile.manager` | `format!("user{}@example.com", i / 10 * 10)` |
+//! | `profile.manager` | the login of user `i / 10 * 10` |
+//!
+//! With [`Logins::Realistic`], `firstName`, `lastName` and `displayName` are the names in the
+//! login.
 
 use std::io::Write as _;
 
@@ -48,6 +51,190 @@ const FIRST_NAMES: [&str; 8] = [
 const LAST_NAMES: [&str; 7] = [
     "Smith", "Richler", "Benson", "Richards", "Brock", "Johnson", "Garcia",
 ];
+/// First names of [`Logins::Realistic`] users (100, all different).
+const GIVEN_NAMES: [&str; 100] = [
+    "Aaron", "Abigail", "Adam", "Aisha", "Alan", "Alice", "Amelia", "Andrea", "Anna", "Arjun",
+    "Ben", "Bianca", "Brian", "Camila", "Carlos", "Chen", "Chloe", "Daniel", "David", "Diego",
+    "Elena", "Emily", "Emma", "Ethan", "Fatima", "Felix", "Fiona", "Gabriel", "Grace", "Hannah",
+    "Hugo", "Isaac", "Isabel", "Ivan", "Jack", "Jamal", "James", "Janice", "Jasmine", "John",
+    "Jose", "Julia", "Kenji", "Kevin", "Laura", "Leo", "Liam", "Lucas", "Lucy", "Maria", "Mark",
+    "Maya", "Mei", "Michael", "Mohammed", "Nadia", "Nathan", "Nina", "Noah", "Olga", "Oliver",
+    "Omar", "Paul", "Pedro", "Priya", "Rachel", "Rahul", "Raj", "Rosa", "Ryan", "Sakura", "Samuel",
+    "Sara", "Sean", "Sofia", "Sophie", "Stefan", "Tara", "Thomas", "Tom", "Tony", "Uma", "Victor",
+    "Wei", "William", "Xavier", "Yara", "Yusuf", "Zoe", "Zara", "Hiro", "Ingrid", "Kwame", "Lena",
+    "Marco", "Nora", "Oscar", "Ruth", "Simon", "Wendy",
+];
+/// Last names of [`Logins::Realistic`] users (100, all different).
+const FAMILY_NAMES: [&str; 100] = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Green",
+    "Adams",
+    "Nelson",
+    "Baker",
+    "Hall",
+    "Rivera",
+    "Campbell",
+    "Mitchell",
+    "Carter",
+    "Roberts",
+    "Chen",
+    "Wang",
+    "Li",
+    "Zhang",
+    "Liu",
+    "Singh",
+    "Kumar",
+    "Patel",
+    "Shah",
+    "Khan",
+    "Ali",
+    "Kim",
+    "Park",
+    "Tanaka",
+    "Sato",
+    "Suzuki",
+    "Muller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Rossi",
+    "Russo",
+    "Ferrari",
+    "Bianchi",
+    "Dubois",
+    "Moreau",
+    "Laurent",
+    "Silva",
+    "Santos",
+    "Oliveira",
+    "Costa",
+    "Pereira",
+    "Ivanov",
+    "Petrov",
+    "Novak",
+    "Kowalski",
+    "Nowak",
+    "Jensen",
+    "Hansen",
+    "Nielsen",
+    "Larsen",
+    "Berg",
+    "Olsen",
+    "Murphy",
+    "Kelly",
+    "OBrien",
+    "Walsh",
+    "Byrne",
+    "Richler",
+];
+
+/// How generated users' logins and emails are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Logins {
+    /// `user{i}@example.com`: logins follow the order of the user ids.
+    #[default]
+    Sequential,
+    /// `first.last@company.com`, as real orgs have them, in an order unrelated to the user ids:
+    /// user `i` gets the name of [`realistic_rank`]`(i)`, so consecutive ids get unrelated
+    /// names. A name met again gets a digit suffix (`john.smith`, `john.smith2`, ...).
+    Realistic,
+}
+
+/// How many first.last pairs [`Logins::Realistic`] has.
+const NAME_PAIRS: u64 = (GIVEN_NAMES.len() * FAMILY_NAMES.len()) as u64;
+/// [`realistic_rank`] shuffles the indices within blocks of 2^20.
+const RANK_BITS: u32 = 20;
+const RANK_MASK: u64 = (1 << RANK_BITS) - 1;
+
+/// The rank whose name user `i` gets with [`Logins::Realistic`]: a bijection of the indices
+/// that shuffles each block of 2^20 (1,048,576). A bijection, so no two users get the same
+/// login; within a block, so the digit suffixes stay small (at most 105 below 2^20 users).
+pub fn realistic_rank(i: usize) -> u64 {
+    let i = i as u64;
+    let mut x = i & RANK_MASK;
+    // Each step is a bijection of 20-bit values: multiplying by an odd number and adding a
+    // constant (modulo 2^20), then xoring with a right shift of itself.
+    for (mul, add, shift) in [
+        (0x9_e377, 0x3_b5c1, 11),
+        (0xd_2b75, 0x7_f4a3, 9),
+        (0x4_c1f3, 0x1_9b2d, 12),
+    ] {
+        x = x.wrapping_mul(mul).wrapping_add(add) & RANK_MASK;
+        x ^= x >> shift;
+    }
+    (i & !RANK_MASK) | x
+}
+
+/// The names of user `i`: first, last, and how many users before it in rank order have the
+/// same pair (0 for the first; only [`Logins::Realistic`] shows it, as a suffix).
+fn names(i: usize, logins: Logins) -> (&'static str, &'static str, u64) {
+    match logins {
+        Logins::Sequential => (
+            FIRST_NAMES[i % FIRST_NAMES.len()],
+            LAST_NAMES[(i / FIRST_NAMES.len()) % LAST_NAMES.len()],
+            0,
+        ),
+        Logins::Realistic => {
+            let rank = realistic_rank(i);
+            let pair = (rank % NAME_PAIRS) as usize;
+            (
+                GIVEN_NAMES[pair % GIVEN_NAMES.len()],
+                FAMILY_NAMES[pair / GIVEN_NAMES.len()],
+                rank / NAME_PAIRS,
+            )
+        }
+    }
+}
+
+/// The login (and email) of generated user `i`: `user{i}@example.com`, or with
+/// [`Logins::Realistic`] `first.last@company.com` in lower case, with the suffix `2`, `3`, ...
+/// on the second, third, ... user of a first.last pair.
+pub fn generated_login(i: usize, logins: Logins) -> String {
+    let mut out = Vec::with_capacity(40);
+    write_login(&mut out, i, logins);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 const CITIES: [(&str, &str, &str, &str); 4] = [
     ("San Francisco", "CA", "94107", "US"),
     ("New York", "NY", "10001", "US"),
@@ -85,18 +272,17 @@ pub(crate) fn generated_created_millis(i: usize) -> i64 {
 /// to compute (`login`, `email`, `firstName`, `lastName`, `displayName`, `department`, `title`,
 /// `employeeNumber`, `manager`); `None` for any other attribute (the caller then renders the
 /// whole user).
-pub(crate) fn generated_profile_text(i: usize, attr: &str) -> Option<String> {
-    let first = FIRST_NAMES[i % FIRST_NAMES.len()];
-    let last = LAST_NAMES[(i / FIRST_NAMES.len()) % LAST_NAMES.len()];
+pub(crate) fn generated_profile_text(i: usize, attr: &str, logins: Logins) -> Option<String> {
+    let (first, last, _) = names(i, logins);
     Some(match attr {
-        "login" | "email" => format!("user{i}@example.com"),
+        "login" | "email" => generated_login(i, logins),
         "firstName" => first.to_owned(),
         "lastName" => last.to_owned(),
         "displayName" => format!("{first} {last}"),
         "department" => DEPARTMENTS[i % DEPARTMENTS.len()].to_owned(),
         "title" => TITLES[i % TITLES.len()].to_owned(),
         "employeeNumber" => format!("{i:07}"),
-        "manager" => format!("user{}@example.com", i / 10 * 10),
+        "manager" => generated_login(i / 10 * 10, logins),
         _ => return None,
     })
 }
@@ -136,17 +322,26 @@ pub fn okta_timestamp(t: std::time::SystemTime) -> String {
 /// 7th user (`i % 7 == 0`); `profile.costCenter` is null for every 5th user (`i % 5 == 0`).
 /// `base_url` is used in `_links`. See the module docs for every field.
 pub fn generated_user(i: usize, base_url: &str) -> serde_json::Value {
+    generated_user_with(i, base_url, Logins::Sequential)
+}
+
+/// [`generated_user`] with the given kind of logins.
+pub fn generated_user_with(i: usize, base_url: &str, logins: Logins) -> serde_json::Value {
     let mut out = Vec::with_capacity(1200);
-    write_generated_user(&mut out, i, base_url);
+    write_generated_user_with(&mut out, i, base_url, logins);
     serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
 }
 
 /// Same as [`generated_user`] but appends the JSON text straight to `out` (used to render pages
 /// fast, without a `serde_json::Value` per user).
 pub fn write_generated_user(out: &mut Vec<u8>, i: usize, base_url: &str) {
+    write_generated_user_with(out, i, base_url, Logins::Sequential);
+}
+
+/// [`write_generated_user`] with the given kind of logins.
+pub fn write_generated_user_with(out: &mut Vec<u8>, i: usize, base_url: &str, logins: Logins) {
     let n = i as u64;
-    let first = FIRST_NAMES[i % FIRST_NAMES.len()];
-    let last = LAST_NAMES[(i / FIRST_NAMES.len()) % LAST_NAMES.len()];
+    let (first, last, _) = names(i, logins);
     let (city, state, zip, country) = CITIES[i % CITIES.len()];
     let created = CREATED_BASE + n;
 
@@ -177,9 +372,9 @@ pub fn write_generated_user(out: &mut Vec<u8>, i: usize, base_url: &str) {
     out.extend_from_slice(b"\",\"lastName\":\"");
     out.extend_from_slice(last.as_bytes());
     out.extend_from_slice(b"\",\"mobilePhone\":null,\"secondEmail\":null,\"login\":\"");
-    write_login(out, i);
+    write_login(out, i, logins);
     out.extend_from_slice(b"\",\"email\":\"");
-    write_login(out, i);
+    write_login(out, i, logins);
     out.extend_from_slice(b"\",\"displayName\":\"");
     out.extend_from_slice(first.as_bytes());
     out.push(b' ');
@@ -199,7 +394,7 @@ pub fn write_generated_user(out: &mut Vec<u8>, i: usize, base_url: &str) {
     out.extend_from_slice(b",\"employeeNumber\":\"");
     write_padded(out, n, 7);
     out.extend_from_slice(b"\",\"manager\":\"");
-    write_login(out, i / 10 * 10);
+    write_login(out, i / 10 * 10, logins);
     out.extend_from_slice(b"\",\"preferredLanguage\":\"en-US\",\"city\":\"");
     out.extend_from_slice(city.as_bytes());
     out.extend_from_slice(b"\",\"state\":\"");
@@ -209,7 +404,7 @@ pub fn write_generated_user(out: &mut Vec<u8>, i: usize, base_url: &str) {
     out.extend_from_slice(b"\",\"countryCode\":\"");
     out.extend_from_slice(country.as_bytes());
     out.extend_from_slice(b"\"},\"credentials\":{\"password\":{},\"emails\":[{\"value\":\"");
-    write_login(out, i);
+    write_login(out, i, logins);
     out.extend_from_slice(
         b"\",\"status\":\"VERIFIED\",\"type\":\"PRIMARY\"}],\"provider\":{\"type\":\"OKTA\",\"name\":\"OKTA\"}},\"_links\":{\"self\":{\"href\":\"",
     );
@@ -224,10 +419,24 @@ fn write_id(out: &mut Vec<u8>, i: usize) {
     write_padded(out, i as u64, 17);
 }
 
-fn write_login(out: &mut Vec<u8>, i: usize) {
-    out.extend_from_slice(b"user");
-    write_u64(out, i as u64);
-    out.extend_from_slice(b"@example.com");
+fn write_login(out: &mut Vec<u8>, i: usize, logins: Logins) {
+    match logins {
+        Logins::Sequential => {
+            out.extend_from_slice(b"user");
+            write_u64(out, i as u64);
+            out.extend_from_slice(b"@example.com");
+        }
+        Logins::Realistic => {
+            let (first, last, repeat) = names(i, logins);
+            out.extend(first.bytes().map(|b| b.to_ascii_lowercase()));
+            out.push(b'.');
+            out.extend(last.bytes().map(|b| b.to_ascii_lowercase()));
+            if repeat > 0 {
+                write_u64(out, repeat + 1);
+            }
+            out.extend_from_slice(b"@company.com");
+        }
+    }
 }
 
 /// Appends the decimal digits of `v`.
@@ -453,8 +662,11 @@ mod tests {
 
     #[test]
     fn fast_profile_fields_match_the_rendered_user() {
-        for i in [0, 1, 13, 57, 999] {
-            let u = generated_user(i, "x");
+        for (i, logins) in [0, 1, 13, 57, 999, 123_456]
+            .into_iter()
+            .flat_map(|i| [(i, Logins::Sequential), (i, Logins::Realistic)])
+        {
+            let u = generated_user_with(i, "x", logins);
             for attr in [
                 "login",
                 "email",
@@ -467,16 +679,63 @@ mod tests {
                 "manager",
             ] {
                 assert_eq!(
-                    generated_profile_text(i, attr).as_deref(),
+                    generated_profile_text(i, attr, logins).as_deref(),
                     u["profile"][attr].as_str(),
-                    "{i} {attr}"
+                    "{i} {attr} {logins:?}"
                 );
             }
-            assert_eq!(generated_profile_text(i, "costCenter"), None);
+            assert_eq!(generated_profile_text(i, "costCenter", logins), None);
             assert_eq!(
                 Some(generated_created_millis(i)),
                 u["created"].as_str().and_then(parse_rfc3339_millis)
             );
         }
+    }
+
+    #[test]
+    fn realistic_logins_are_unique_names_in_no_order() {
+        let n = 300_000;
+        let logins: Vec<String> = (0..n)
+            .map(|i| generated_login(i, Logins::Realistic))
+            .collect();
+        let distinct: std::collections::HashSet<&str> = logins.iter().map(String::as_str).collect();
+        assert_eq!(distinct.len(), n, "two users share a login");
+        // first.last, a suffix only on repeats, all lower case.
+        let u = generated_user_with(4242, "x", Logins::Realistic);
+        let login = u["profile"]["login"].as_str().unwrap();
+        let first = u["profile"]["firstName"]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        let last = u["profile"]["lastName"]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        let rest = login.strip_prefix(&format!("{first}.{last}")).unwrap();
+        let suffix = rest.strip_suffix("@company.com").unwrap();
+        assert!(
+            suffix.is_empty() || suffix.parse::<u64>().unwrap() >= 2,
+            "{login}"
+        );
+        assert_eq!(u["profile"]["email"], login);
+        assert_eq!(u["credentials"]["emails"][0]["value"], login);
+        assert_eq!(
+            u["profile"]["manager"].as_str(),
+            Some(generated_login(4240, Logins::Realistic).as_str())
+        );
+        // Both the unsuffixed and suffixed forms occur, and suffixes stay small.
+        assert!(
+            logins
+                .iter()
+                .any(|l| !l.split('@').next().unwrap().ends_with(char::is_numeric))
+        );
+        assert!(logins.iter().any(|l| l.contains("2@")));
+        assert!(logins.iter().all(|l| l.len() < 40), "a long login");
+        // In id order, logins go up about as often as down: the order is unrelated.
+        let ups = logins.windows(2).filter(|w| w[0] < w[1]).count();
+        let share = ups as f64 / (n - 1) as f64;
+        assert!((0.45..0.55).contains(&share), "{share}");
+        // The old generator is unchanged.
+        assert_eq!(generated_login(7, Logins::Sequential), "user7@example.com");
     }
 }

@@ -4,6 +4,9 @@
 //! Prints one JSON line `{"okta":"http://127.0.0.1:P1","pendo":"http://127.0.0.1:P2"}` once
 //! both listen, serves until SIGTERM/SIGINT or `--exit-after-secs`, then prints one JSON line
 //! of counters to stderr.
+//!
+//! Generated users have realistic logins and emails (`first.last@company.com`, in an order
+//! unrelated to the user ids); `--sequential-logins` gives the old `user{i}@example.com`.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -11,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use okta_pendo_testkit::users::{Logins, generated_login};
 use okta_pendo_testkit::{
     ExistingVisitors, FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource,
 };
@@ -43,6 +47,10 @@ struct Args {
     /// Every K-th generated user (indices K-1, 2K-1, ...) is missing in Pendo (by login).
     #[arg(long)]
     missing_every: Option<usize>,
+    /// Logins and emails `user{i}@example.com`, in the order of the user ids, instead of the
+    /// default realistic `first.last@company.com` in an order unrelated to the ids.
+    #[arg(long)]
+    sequential_logins: bool,
     /// The org's rate-limit budget per window, as sent in `x-rate-limit-limit`. Real orgs
     /// commonly have 600 a minute for `/api/v1/users`.
     #[arg(long, default_value_t = 600)]
@@ -75,12 +83,20 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
+    let (users, logins) = if args.sequential_logins {
+        (UserSource::Generated(args.users), Logins::Sequential)
+    } else {
+        (
+            UserSource::GeneratedRealistic(args.users),
+            Logins::Realistic,
+        )
+    };
     let existing = match args.missing_every {
         Some(k) if k > 0 => ExistingVisitors::Except(
             (1..)
                 .map(|m| m * k - 1)
                 .take_while(|&i| i < args.users)
-                .map(|i| format!("user{i}@example.com"))
+                .map(|i| generated_login(i, logins))
                 .collect::<HashSet<_>>(),
         ),
         _ => ExistingVisitors::All,
@@ -89,7 +105,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         args.okta_addr,
         OktaOptions {
             token: args.okta_token,
-            users: UserSource::Generated(args.users),
+            users,
             page_delay: Duration::from_millis(args.page_delay_ms),
             rate_limit: args.rate_limit,
             budget_per_minute: args.enforce_budget.then_some(args.rate_limit),
