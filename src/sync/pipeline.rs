@@ -37,6 +37,8 @@ pub(super) struct Pipeline<'s, 'w> {
     pub(super) state: &'s Mutex<State>,
     /// Incremental: skip users whose values match what was last pushed.
     pub(super) compare: bool,
+    /// A full run: what it pushes is staged, and replaces the stored hashes when it settles.
+    pub(super) full: bool,
     /// Incremental over Okta's default list: leave out deprovisioned users, as the full list
     /// does.
     pub(super) drop_deprovisioned: bool,
@@ -119,6 +121,7 @@ impl<'s, 'w> Pipeline<'s, 'w> {
             grace_deadline: None,
             state,
             compare: !full,
+            full,
             drop_deprovisioned: !full && settings.okta.scope == UserScope::All,
             state_trouble: None,
         }
@@ -495,7 +498,13 @@ impl Pipeline<'_, '_> {
             }
         }
         if !pushed.is_empty() {
-            let stored = lock(self.state).store_hashes(&pushed, self.mark);
+            let mut state = lock(self.state);
+            let stored = if self.full {
+                state.stage_hashes(&pushed, self.mark)
+            } else {
+                state.store_hashes(&pushed, self.mark)
+            };
+            drop(state);
             if let Err(e) = stored {
                 self.state_failed(e);
             }
