@@ -26,6 +26,11 @@ use crate::pendo::PendoClient;
 use crate::report::{Stop, Tally};
 use crate::state::{State, StateError, SyncPoint};
 
+/// Hashes of pushed visitors written to the state per transaction (and at the end of the run):
+/// fewer transactions cost less, and a crash loses at most these, which only means pushing
+/// those visitors again.
+const STORE_EVERY: usize = 8192;
+
 pub(super) struct Pipeline<'s, 'w> {
     pub(super) settings: &'s Settings,
     pub(super) mapping: Arc<Mapping>,
@@ -39,6 +44,8 @@ pub(super) struct Pipeline<'s, 'w> {
     pub(super) compare: bool,
     /// A full run: what it pushes is staged, and replaces the stored hashes when it settles.
     pub(super) full: bool,
+    /// Visitors pushed and their values hashes, not yet written to the state.
+    pub(super) unstored: Vec<(String, u64)>,
     /// Incremental over Okta's default list: leave out deprovisioned users, as the full list
     /// does.
     pub(super) drop_deprovisioned: bool,
@@ -122,6 +129,7 @@ impl<'s, 'w> Pipeline<'s, 'w> {
             state,
             compare: !full,
             full,
+            unstored: Vec::new(),
             drop_deprovisioned: !full && settings.okta.scope == UserScope::All,
             state_trouble: None,
         }
@@ -169,6 +177,7 @@ impl Pipeline<'_, '_> {
             self.discard_batch();
         }
         self.drain().await;
+        self.store_pushed();
         if let Some(out) = self.dry_out.as_mut()
             && let Err(e) = out.flush()
         {
@@ -497,17 +506,27 @@ impl Pipeline<'_, '_> {
                 t.error(Some(id), format!("not delivered: {error}"));
             }
         }
-        if !pushed.is_empty() {
-            let mut state = lock(self.state);
-            let stored = if self.full {
-                state.stage_hashes(&pushed, self.mark)
-            } else {
-                state.store_hashes(&pushed, self.mark)
-            };
-            drop(state);
-            if let Err(e) = stored {
-                self.state_failed(e);
-            }
+        self.unstored.append(&mut pushed);
+        if self.unstored.len() >= STORE_EVERY {
+            self.store_pushed();
+        }
+    }
+
+    /// Writes the hashes of the visitors pushed since the last time to the state.
+    fn store_pushed(&mut self) {
+        if self.unstored.is_empty() {
+            return;
+        }
+        let mut state = lock(self.state);
+        let stored = if self.full {
+            state.stage_hashes(&self.unstored, self.mark)
+        } else {
+            state.store_hashes(&self.unstored, self.mark)
+        };
+        drop(state);
+        self.unstored.clear();
+        if let Err(e) = stored {
+            self.state_failed(e);
         }
     }
 }
