@@ -1439,3 +1439,48 @@ async fn recorded_requests_hold_decoded_filter_and_search() {
         ]
     );
 }
+
+#[tokio::test]
+async fn realistic_users_are_served_and_found_by_login() {
+    use okta_pendo_testkit::users::{Logins, generated_login, generated_user_with};
+    let server = okta(UserSource::GeneratedRealistic(300)).await;
+    let page: Vec<Value> = client()
+        .get(with_params(&server, "/api/v1/users", &[("limit", "200")]))
+        .header("authorization", AUTH)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 200);
+    for (i, user) in page.iter().enumerate() {
+        assert_eq!(user["id"], format!("00u{i:017}"));
+        assert_eq!(
+            user["profile"]["login"].as_str(),
+            Some(generated_login(i, Logins::Realistic).as_str())
+        );
+        assert_eq!(
+            user,
+            &generated_user_with(i, &server.base_url(), Logins::Realistic)
+        );
+    }
+    assert_eq!(server.user(7), Some(page[7].clone()));
+    // Okta's filter on the login finds the one user who has it.
+    let login = generated_login(257, Logins::Realistic);
+    let found: Vec<Value> = client()
+        .get(with_params(
+            &server,
+            "/api/v1/users",
+            &[("filter", &format!("profile.login eq \"{login}\""))],
+        ))
+        .header("authorization", AUTH)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], format!("00u{:017}", 257));
+}
