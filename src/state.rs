@@ -73,6 +73,11 @@ const MIGRATIONS: &[&str] = &[
 /// SQLite's `julianday` keeps only milliseconds.
 const SORTABLE_START: &str = "(substr(started_at, 1, 19) || substr(CASE rtrim(substr(started_at, \
      20), 'Z') WHEN '' THEN '.' ELSE rtrim(substr(started_at, 20), 'Z') END || '000000000', 1, 10))";
+
+/// The migration (index into [`MIGRATIONS`]) that keys visitors by [`VisitorKey`]: it carries
+/// the text-keyed rows over and turns `auto_vacuum` on.
+const KEYED_VISITORS: usize = 3;
+
 /// The seed of the visitor keys and masks. Stored keys depend on it: never change it.
 const KEY_SEED: u64 = 0x6f6b_7461_7065_6e64;
 
@@ -99,11 +104,14 @@ const CACHE_KIB: i64 = 2048;
 /// skipped: never a wrong value in Pendo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VisitorKey {
+    /// The row's key: 48 bits, from 0 to 2^48 - 1.
     pub key: i64,
+    /// Xored into the values hash stored in the row.
     pub mask: u64,
 }
 
 impl VisitorKey {
+    /// The key and mask of a visitor ID (case-sensitive, as visitor IDs are).
     pub fn of(visitor_id: &str) -> VisitorKey {
         let h = xxhash_rust::xxh3::xxh3_128_with_seed(visitor_id.as_bytes(), KEY_SEED);
         VisitorKey {
@@ -412,7 +420,7 @@ impl State {
                 })?;
             tx.execute_batch(sql)
                 .and_then(|()| {
-                    if i == 3 {
+                    if i == KEYED_VISITORS {
                         convert_v3_visitors(&tx)
                     } else {
                         Ok(())
@@ -424,7 +432,7 @@ impl State {
                     path: self.path.clone(),
                     source,
                 })?;
-            if i == 3 && version > 0 {
+            if i == KEYED_VISITORS && version > 0 {
                 // A database made before version 4 lacks auto_vacuum: turned on by rebuilding
                 // the file once.
                 self.conn
