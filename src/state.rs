@@ -6,7 +6,8 @@
 //! the visitor ID (see [`VisitorKey`]), about 22 bytes a visitor on disk. A full run does not
 //! update the table row by row: it appends what it pushed to a staging table, and when it
 //! settles, the visitor table is rebuilt from it in key order (which also drops the visitors it
-//! did not read). Incremental runs, which push few, update rows in place.
+//! did not read). Incremental runs, which push few, update rows in place, naming their run by
+//! a small number so that a row hardly grows.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,12 +54,18 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE visitors ADD COLUMN run INTEGER NOT NULL DEFAULT 0;",
     // 4: visitors by a fixed-width key (`VisitorKey`); `hash` is the values hash xor the
     // visitor's mask; `run` 0 stands for the full run that built the table (`sync_point`
-    // `visitors_run`), which costs no byte. A full run stages what it pushed; the rows of
-    // `visitors` are carried over by `convert_v3_visitors`.
+    // `visitors_run`), which costs no byte, any other for the run of that `seq` in
+    // `visitor_runs` (1 or 2 bytes, so a row updated in place hardly grows). A full run stages
+    // what it pushed, under its mark; the rows of `visitors` are carried over by
+    // `convert_v3_visitors`.
     "CREATE TABLE visitor_keys (
         key INTEGER PRIMARY KEY,
         hash INTEGER NOT NULL,
         run INTEGER NOT NULL
+    );
+    CREATE TABLE visitor_runs (
+        seq INTEGER PRIMARY KEY,
+        mark INTEGER NOT NULL UNIQUE
     );
     CREATE TABLE visitors_staged (
         key INTEGER NOT NULL,
@@ -459,11 +466,7 @@ impl State {
                 })?;
         if staged {
             let tx = self.conn.transaction()?;
-            tx.execute_batch(
-                "INSERT OR REPLACE INTO visitor_keys (key, hash, run)
-                    SELECT key, hash, run FROM visitors_staged ORDER BY key;
-                 DELETE FROM visitors_staged;",
-            )?;
+            merge_staged_rows(&tx)?;
             tx.commit()?;
         }
         Ok(())
@@ -531,7 +534,14 @@ impl State {
             return Ok(None);
         };
         if run != 0 {
-            return Ok(Some(run));
+            return self
+                .conn
+                .query_row("SELECT mark FROM visitor_runs WHERE seq = ?1", [run], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()
+                .map(|mark| Some(mark.unwrap_or(0)))
+                .map_err(|e| self.query(e));
         }
         self.conn
             .query_row(
@@ -562,7 +572,8 @@ impl State {
     pub fn store_hashes(&mut self, pushed: &[(String, u64)], run: i64) -> Result<(), StateError> {
         let rows = keyed(pushed);
         self.write_rows(
-            "INSERT INTO visitor_keys (key, hash, run) VALUES (?1, ?2, ?3)
+            "INSERT INTO visitor_keys (key, hash, run)
+                VALUES (?1, ?2, (SELECT seq FROM visitor_runs WHERE mark = ?3))
              ON CONFLICT (key) DO UPDATE SET hash = excluded.hash, run = excluded.run",
             &rows,
             run,
@@ -580,6 +591,8 @@ impl State {
         )
     }
 
+    /// Writes `rows` with `sql` (parameters: key, stored hash, run mark) in one transaction,
+    /// the run's number in `visitor_runs` made first.
     fn write_rows(&mut self, sql: &str, rows: &[(i64, i64)], run: i64) -> Result<(), StateError> {
         let path = self.path.clone();
         let fail = |source| StateError::Query {
@@ -587,6 +600,11 @@ impl State {
             source,
         };
         let tx = self.conn.transaction().map_err(fail)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO visitor_runs (mark) VALUES (?1)",
+            [run],
+        )
+        .map_err(fail)?;
         {
             let mut st = tx.prepare_cached(sql).map_err(fail)?;
             for (key, hash) in rows {
@@ -644,7 +662,8 @@ impl State {
                     "DELETE FROM visitor_keys;
                      INSERT OR REPLACE INTO visitor_keys (key, hash, run)
                         SELECT key, hash, 0 FROM visitors_staged ORDER BY key;
-                     DELETE FROM visitors_staged;",
+                     DELETE FROM visitors_staged;
+                     DELETE FROM visitor_runs;",
                 )
                 .map_err(fail)?;
             }
@@ -980,11 +999,20 @@ fn convert_v3_visitors(tx: &Connection) -> rusqlite::Result<()> {
             write.execute(params![k.key, (hash as u64 ^ k.mask) as i64, run])?;
         }
     }
+    merge_staged_rows(tx)?;
+    tx.execute_batch("DROP TABLE visitors;")
+}
+
+/// Moves the staged rows into the visitor table in key order, each under the number of the run
+/// that pushed it.
+fn merge_staged_rows(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(
-        "INSERT OR REPLACE INTO visitor_keys (key, hash, run)
-            SELECT key, hash, run FROM visitors_staged ORDER BY key;
-         DELETE FROM visitors_staged;
-         DROP TABLE visitors;",
+        "INSERT OR IGNORE INTO visitor_runs (mark) SELECT DISTINCT run FROM visitors_staged;
+         INSERT OR REPLACE INTO visitor_keys (key, hash, run)
+            SELECT s.key, s.hash, r.seq
+            FROM visitors_staged s JOIN visitor_runs r ON r.mark = s.run
+            ORDER BY s.key;
+         DELETE FROM visitors_staged;",
     )
 }
 
@@ -1335,6 +1363,11 @@ mod tests {
             point: SyncPoint::default(),
             full_run: Some(mark),
         };
+        // The pages of the database without visitors (schema, run records, sync point).
+        let empty: i64 = st
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
         let mut pages = Vec::new();
         for mark in 1..=3 {
             for chunk in ids.chunks(500) {
@@ -1359,9 +1392,31 @@ mod tests {
             .conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .unwrap();
-        let bytes = pages[2] * page_size;
+        let bytes = (pages[2] - empty) * page_size;
         assert!(bytes < 24 * 20_000, "{bytes} bytes");
         assert_eq!(pages[1], pages[2]);
+        // Incremental runs updating 1% of the visitors each: a row grows by a byte at most (its
+        // run's number), so the packed pages hardly split (with the run's 6-byte mark in the
+        // row, most would).
+        for mark in 4..=6 {
+            let changed: Vec<(String, u64)> = ids
+                .iter()
+                .skip(mark as usize)
+                .step_by(100)
+                .map(|(id, h)| (id.clone(), h + 1))
+                .collect();
+            st.store_hashes(&changed, 1_764_000_000_000 + mark).unwrap();
+        }
+        let after: i64 = st
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        assert!(after <= pages[2] + 3, "{} pages, then {after}", pages[2]);
+        assert_eq!(
+            st.visitor_run("visitor.4@company.com").unwrap(),
+            Some(1_764_000_000_004)
+        );
+        assert_eq!(st.visitor_run("visitor.7@company.com").unwrap(), Some(3));
     }
 
     #[test]
