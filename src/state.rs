@@ -147,6 +147,11 @@ pub struct SyncPoint {
     /// every run is full, since Pendo may hold that run's values for users no incremental run
     /// would read.
     pub unsettled: Option<String>,
+    /// The mark of a run that began pushing and never recorded its end (the process was
+    /// killed, or the machine stopped): the hashes of what it pushed since its last write may
+    /// be lost, so Pendo may hold values the state does not know. Until a run succeeds, every
+    /// run is full.
+    pub pushing: Option<i64>,
     /// Per mapped Pendo field, the share of the last successful full run's records that had a
     /// value for it (the guard's yardstick).
     pub field_shares: Vec<(String, f64)>,
@@ -493,8 +498,23 @@ impl State {
             fingerprint: get("fingerprint")?,
             last_full: time(get("last_full")?),
             unsettled: get("unsettled")?,
+            pushing: get("pushing")?.and_then(|v| v.parse().ok()),
             field_shares,
         })
+    }
+
+    /// Notes that the run marked `mark` began pushing; recording its end takes the note back
+    /// ([`finish_run`](Self::finish_run)). A note left by an earlier run that never recorded
+    /// its end is kept: only a successful run clears it.
+    pub fn mark_pushing(&mut self, mark: i64) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO sync_point (key, value) VALUES ('pushing', ?1)
+                 ON CONFLICT (key) DO NOTHING",
+                [mark.to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.query(e))
     }
 
     /// Notes that a run began pushing under settings with this fingerprint, other than the last
@@ -633,6 +653,13 @@ impl State {
             [id - i64::from(self.keep_runs)],
         )
         .map_err(fail)?;
+        // This run's own "pushing" note: its end is recorded now. An earlier run's stays until
+        // a run succeeds (below).
+        tx.execute(
+            "DELETE FROM sync_point WHERE key = 'pushing' AND value = ?1",
+            [r.started_at.timestamp_millis().to_string()],
+        )
+        .map_err(fail)?;
         if let Some(Settled { point: p, full_run }) = settled {
             let set = |key: &str, value: Option<String>| -> rusqlite::Result<()> {
                 match value {
@@ -649,8 +676,11 @@ impl State {
             set("cursor", p.cursor.map(rfc3339)).map_err(fail)?;
             set("fingerprint", p.fingerprint.clone()).map_err(fail)?;
             set("last_full", p.last_full.map(rfc3339)).map_err(fail)?;
-            tx.execute("DELETE FROM sync_point WHERE key = 'unsettled'", [])
-                .map_err(fail)?;
+            tx.execute(
+                "DELETE FROM sync_point WHERE key IN ('unsettled', 'pushing')",
+                [],
+            )
+            .map_err(fail)?;
             if let Some(mark) = full_run {
                 let shares = serde_json::to_string(&p.field_shares).unwrap_or_default();
                 set("field_shares", Some(shares)).map_err(fail)?;
@@ -1164,6 +1194,7 @@ mod tests {
             fingerprint: Some("f1".into()),
             last_full: Some(t),
             unsettled: None,
+            pushing: None,
             field_shares: vec![("title".into(), 0.75)],
         };
         st.mark_unsettled("f0").unwrap();
@@ -1181,6 +1212,41 @@ mod tests {
         // A run that reached nothing leaves the point where it was.
         st.finish_run(&sample(Status::Partial), None).unwrap();
         assert_eq!(st.sync_point().unwrap(), point);
+    }
+
+    #[test]
+    fn a_pushing_note_outlives_a_killed_run_until_a_run_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("s.db")).unwrap();
+        let at = |secs: i64| {
+            let mut r = sample(Status::Partial);
+            r.started_at = DateTime::from_timestamp(secs, 0).unwrap();
+            r
+        };
+        let mark = |r: &RunRecord| r.started_at.timestamp_millis();
+        // A run that records its end takes its own note back, whatever its status.
+        let first = at(1_700_000_000);
+        st.mark_pushing(mark(&first)).unwrap();
+        assert_eq!(st.sync_point().unwrap().pushing, Some(mark(&first)));
+        st.finish_run(&first, None).unwrap();
+        assert_eq!(st.sync_point().unwrap().pushing, None);
+        // A run killed while pushing leaves its note; the next run's note does not replace it
+        // and its partial end does not take it back.
+        let killed = at(1_700_000_100);
+        st.mark_pushing(mark(&killed)).unwrap();
+        let next = at(1_700_000_200);
+        st.mark_pushing(mark(&next)).unwrap();
+        st.finish_run(&next, None).unwrap();
+        assert_eq!(st.sync_point().unwrap().pushing, Some(mark(&killed)));
+        // A run that succeeds clears it.
+        let good = at(1_700_000_300);
+        st.mark_pushing(mark(&good)).unwrap();
+        let settled = Settled {
+            point: SyncPoint::default(),
+            full_run: None,
+        };
+        st.finish_run(&good, Some(&settled)).unwrap();
+        assert_eq!(st.sync_point().unwrap().pushing, None);
     }
 
     #[test]

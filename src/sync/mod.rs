@@ -134,6 +134,7 @@ pub async fn run(
                 point.last_full
             },
             unsettled: None,
+            pushing: None,
             field_shares: if plan.is_full() {
                 shares(settings, &with_value, record.counts.records_processed)
             } else {

@@ -68,6 +68,9 @@ pub(super) struct Pipeline<'s, 'w> {
     /// The fingerprint to record as unsettled before the first push, when the settings differ
     /// from the last successful run's.
     pub(super) unsettle: Option<String>,
+    /// A real run notes that it is pushing before its first push (`State::mark_pushing`), so
+    /// that the run after a crash knows the state may have missed what was pushed.
+    pub(super) note_pushing: bool,
     /// A full run's sample, held back until the guard has judged it.
     pub(super) guard: Option<Guard>,
     pub(super) stop: Option<Stop>,
@@ -121,6 +124,7 @@ impl<'s, 'w> Pipeline<'s, 'w> {
             okta_clock: None,
             mark: 0,
             unsettle,
+            note_pushing: !opts.dry_run,
             guard,
             stop: None,
             cancel,
@@ -391,6 +395,12 @@ impl Pipeline<'_, '_> {
         if let Some(fingerprint) = self.unsettle.take() {
             let marked = lock(self.state).mark_unsettled(&fingerprint);
             if let Err(e) = marked {
+                self.state_failed(e);
+            }
+        }
+        if std::mem::take(&mut self.note_pushing) {
+            let noted = lock(self.state).mark_pushing(self.mark);
+            if let Err(e) = noted {
                 self.state_failed(e);
             }
         }

@@ -105,6 +105,12 @@ pub fn plan(settings: &Settings, point: &SyncPoint, force_full: bool, now: DateT
              values for users an incremental run would not read",
         );
     }
+    if point.pushing.is_some() {
+        return full(
+            "the last run began pushing and never recorded its end (killed?): Pendo may hold \
+             values the state does not know",
+        );
+    }
     if force_full {
         return full("--full");
     }
@@ -172,6 +178,7 @@ mod tests {
             fingerprint: Some(fingerprint(&s)),
             last_full: Some(at("2026-11-30T06:00:00Z")),
             unsettled: None,
+            pushing: None,
             field_shares: Vec::new(),
         };
         let other = settings("filter = 'status eq \"ACTIVE\"'", title);
@@ -200,6 +207,16 @@ mod tests {
                 },
                 false,
                 Some("did not succeed"),
+            ),
+            (
+                "a run killed while pushing",
+                &s,
+                SyncPoint {
+                    pushing: Some(1_700_000_000_000),
+                    ..settled.clone()
+                },
+                false,
+                Some("never recorded its end"),
             ),
             ("--full", &s, settled.clone(), true, Some("--full")),
             (

@@ -187,6 +187,70 @@ async fn a_crash_mid_run_loses_no_earlier_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_after_one_killed_while_pushing_is_full() {
+    // Pendo is slow, so that the kill lands while batches are being pushed.
+    let okta = FakeOkta::start(okta_opts(400)).await;
+    let pendo = FakePendo::start(PendoOptions {
+        batch_delay: Duration::from_millis(300),
+        ..PendoOptions::default()
+    })
+    .await;
+    let setup = Setup::new(
+        &okta,
+        &pendo,
+        Parts {
+            pendo: "batch_size = 20\nconcurrency = 1",
+            // No lastLogin: with it mapped every run would be full anyway.
+            mapping: "department = \"profile.department\"\ntitle = \"profile.title\"",
+            ..Parts::default()
+        },
+    );
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let posts = pendo.post_count();
+
+    // A full run, killed once it is pushing: the hashes of what it pushed may not be stored.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-pendo-sync"))
+        .arg("-c")
+        .arg(&setup.config)
+        .args(["sync", "--full"])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if pendo.post_count() > posts + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(pendo.post_count() > posts + 1, "killed while pushing");
+    child.start_kill().unwrap(); // SIGKILL: no end recorded
+    child.wait().await.unwrap();
+
+    // Nothing changed in Okta, yet the next run is full and says why; the one after it, with
+    // a success in between, is incremental again.
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("never recorded its end"),
+        "{}",
+        stdout(&out)
+    );
+    let run = last_run(&setup).await;
+    assert_eq!(run["mode"], "full");
+    assert_eq!(run["records_processed"], 400);
+    let out = setup.run(&["sync"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        last_run(&setup).await["mode"],
+        "incremental",
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pendo_conflicts_and_retry_after_are_transient() {
     let okta = FakeOkta::start(okta_opts(30)).await;
     let pendo = FakePendo::start(PendoOptions {
