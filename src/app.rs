@@ -110,6 +110,10 @@ where
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    // Reads only server.listen: before (and instead of) loading the whole config.
+    if let Command::Health { timeout } = cli.command {
+        return health(&config::resolve_path(cli.config), timeout).await;
+    }
     // Before anything slow: an early SIGTERM or SIGHUP must not kill the process.
     let signals = match &cli.command {
         Command::Run => Signals::register(true),
@@ -117,7 +121,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::History { .. }
         | Command::Check { .. }
         | Command::Explain { .. }
-        | Command::Notify { .. } => None,
+        | Command::Notify { .. }
+        | Command::Health { .. } => None,
     };
     let path = config::resolve_path(cli.config);
     let Loaded { settings, warnings } = match config::load(&path) {
@@ -139,7 +144,8 @@ async fn dispatch(cli: Cli) -> i32 {
         | Command::History { .. }
         | Command::Explain { .. }
         | Command::Check { .. }
-        | Command::Notify { .. } => Target::Stderr,
+        | Command::Notify { .. }
+        | Command::Health { .. } => Target::Stderr,
         Command::Sync { .. } | Command::Run => Target::Stdout,
     };
     let _log_guard = telemetry::init(&settings.log, log_target);
@@ -188,6 +194,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Explain { user, json } => explain(&settings, &user, json).await,
         Command::Check { offline } => Ok(check(&path, &settings, offline).await),
         Command::Notify { test: _ } => Ok(notify_test(&settings).await),
+        Command::Health { timeout } => Ok(health(&path, timeout).await),
     };
     match done {
         Ok(code) => code,
@@ -233,6 +240,20 @@ async fn sync_once(
         s.abort();
     }
     Ok(record.exit_code())
+}
+
+/// `health`: one line, on stdout when the daemon answers 200 (exit 0), on stderr otherwise.
+async fn health(path: &Path, timeout: Duration) -> i32 {
+    match crate::health::check(path, timeout).await {
+        Ok(url) => {
+            println!("healthy: {url} answered 200");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            e.exit_code()
+        }
+    }
 }
 
 /// `run`: the daemon, until SIGTERM/SIGINT.

@@ -1,6 +1,7 @@
 //! The command line (clap). Doc comments here are the `--help` text.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Parser, Subcommand};
@@ -51,6 +52,14 @@ pub enum Command {
         /// Send the test message (required: the command sends nothing else)
         #[arg(long, required = true)]
         test: bool,
+    },
+    /// Ask the running daemon's /healthz (at the config's [server] listen): exit 0 when it
+    /// answers 200, 1 otherwise, 78 when no server is configured. Reads nothing else of the
+    /// config: for container health checks
+    Health {
+        /// How long to wait for the answer
+        #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Show the recorded runs, newest first; with ID, that one run whole
     History {

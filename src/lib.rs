@@ -9,7 +9,8 @@
 //! makes of one user); [`retry`] is the back-off both clients share; [`http`] what else they
 //! share; [`telemetry`] the logs; [`shutdown`] the signals.
 //! [`daemon`] runs syncs on the [`schedule`] and, with [`server`], serves health and
-//! [`metrics`]; [`notify`] posts a run that did not succeed, and a recovery, to webhooks.
+//! [`metrics`]; [`notify`] posts a run that did not succeed, and a recovery, to webhooks;
+//! [`health`] asks that server from the command line.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod explain;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod mapping;

@@ -595,6 +595,33 @@ fn lookup<'a>(root: &'a Map<String, Value>, key: &str) -> Vec<&'a Value> {
     tables.into_iter().filter_map(|t| t.get(last)).collect()
 }
 
+/// `server.listen` of the config at `path` (with the process environment's overrides), read
+/// without validating the rest: `health` needs only this, and must answer even where a secret
+/// file is not readable by whoever asks. `Ok(None)`: no server is configured.
+pub fn server_listen(path: &Path) -> Result<Option<SocketAddr>, ConfigError> {
+    let problem = |key: &str, message: String| ConfigError {
+        path: path.to_owned(),
+        problems: vec![Problem {
+            key: key.into(),
+            message,
+        }],
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| problem("(file)", format!("cannot read the config file: {e}")))?;
+    let file = parse(&text).map_err(|m| problem("(file)", m))?;
+    let root = with_env(file, None).map_err(|e| problem("(file)", e.to_string()))?;
+    let Some(value) = lookup(&root, "server.listen").into_iter().next() else {
+        return Ok(None);
+    };
+    let raw = value
+        .clone()
+        .into_string()
+        .map_err(|_| problem("server.listen", "must be a string".into()))?;
+    sections::listen_address(&raw)
+        .map(Some)
+        .map_err(|m| problem("server.listen", m))
+}
+
 /// The files the config at `path` reads secrets from (its `*_file` keys, with the process
 /// environment's overrides), each with its key, whether or not the config is otherwise valid:
 /// the daemon watches them to notice a rotated secret. A config that cannot be read or parsed

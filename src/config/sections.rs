@@ -370,17 +370,21 @@ fn server_settings(s: &mut Section) -> Option<Option<SocketAddr>> {
     let Some(raw) = s.take::<String>("listen") else {
         return s.defaulted("listen", None);
     };
+    s.check("listen", listen_address(&raw).map(Some))
+}
+
+/// `server.listen`'s value as an address: `host:port`, or just a port (then on loopback).
+pub(super) fn listen_address(raw: &str) -> Result<SocketAddr, String> {
     let raw = raw.trim();
-    let parsed = raw.parse::<SocketAddr>().ok().or_else(|| {
-        raw.trim_start_matches(':')
-            .parse::<u16>()
-            .ok()
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
-    });
-    let parsed = parsed
-        .map(Some)
-        .ok_or_else(|| format!("\"{raw}\" is not an address like \"127.0.0.1:9184\" or a port"));
-    s.check("listen", parsed)
+    raw.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            raw.trim_start_matches(':')
+                .parse::<u16>()
+                .ok()
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        })
+        .ok_or_else(|| format!("\"{raw}\" is not an address like \"127.0.0.1:9184\" or a port"))
 }
 
 /// `[[notify.webhook]]`: zero or more webhooks, each a URL (a secret, inline or in a file) and

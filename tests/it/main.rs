@@ -11,6 +11,7 @@ mod faults;
 mod golden;
 mod hardening_files;
 mod hardening_net;
+mod health;
 mod history;
 mod incremental;
 mod logs;
