@@ -86,15 +86,9 @@ pub async fn check(path: &Path, timeout: Duration) -> Result<String, HealthError
 /// GETs `http://{addr}/healthz`: `Ok` (the URL) on 200, the reason otherwise.
 pub async fn probe(addr: SocketAddr, timeout: Duration) -> Result<String, HealthError> {
     let url = format!("http://{addr}/healthz");
-    // Straight to the address: no proxy, no redirect, the whole exchange within `timeout`.
-    let client = reqwest::Client::builder()
-        .user_agent(http::USER_AGENT)
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .build()
-        .map_err(|e| HealthError::Client(http::describe(&e)))?;
+    // Straight to the address, the whole exchange within `timeout`.
+    let client =
+        http::local_client(timeout).map_err(|e| HealthError::Client(http::describe(&e)))?;
     let failed = |e: reqwest::Error| {
         if e.is_timeout() {
             HealthError::Timeout {

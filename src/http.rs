@@ -11,7 +11,28 @@ use secrecy::{ExposeSecret, SecretString};
 /// The `User-Agent` sent to Okta and Pendo.
 pub const USER_AGENT: &str = concat!("okta-pendo-sync/", env!("CARGO_PKG_VERSION"));
 
-/// Builds a client: gzip, rustls, no redirects (a redirect could carry credentials elsewhere),
+/// Makes ring's rustls provider the process default, once: reqwest takes the default provider
+/// when it builds a client's TLS config, and the binary carries no other. Every client is built
+/// after this ([`client`], [`local_client`]).
+fn install_crypto_provider() {
+    // Err: a provider is installed already (by an earlier call); that one serves.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A client for the daemon's own server on this machine (`health`): no proxy, no redirect,
+/// `timeout` for connecting and for the whole exchange.
+pub fn local_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build()
+}
+
+/// Builds a client: gzip, rustls (ring), no redirects (a redirect could carry credentials elsewhere),
 /// connect and whole-request timeouts, the proxy of the environment for https targets only
 /// (see [`https_proxy`]), and `localhost` always resolved to the loopback addresses.
 pub fn client(
@@ -36,6 +57,7 @@ fn builder(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
     ];
+    install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())

@@ -1014,7 +1014,7 @@ department = "profile.department"
         let OktaCredentials::OAuth(o) = &s.okta.credentials else {
             panic!("{:?}", s.okta.credentials);
         };
-        assert_eq!(o.private_key.algorithm(), jsonwebtoken::Algorithm::ES256);
+        assert_eq!(o.private_key.algorithm(), crate::signing::Algorithm::ES256);
         let shown = format!("{s:?} {s:#?}");
         for line in keys::EC_PRIVATE_PEM
             .lines()
@@ -1033,7 +1033,7 @@ department = "profile.department"
             .unwrap()
             .settings;
         assert!(matches!(&s.okta.credentials, OktaCredentials::OAuth(o)
-            if o.private_key.algorithm() == jsonwebtoken::Algorithm::RS256));
+            if o.private_key.algorithm() == crate::signing::Algorithm::RS256));
         let broken = text.replace("MII", "XII");
         let err = load_with_env(&write(&dir, &broken), Some(BTreeMap::new())).unwrap_err();
         assert_eq!(err.problems.len(), 1, "{err}");

@@ -19,16 +19,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use aws_lc_rs::digest;
-use aws_lc_rs::error::Unspecified;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
-    EllipticCurveKeyType, Jwk,
-};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
@@ -41,7 +31,7 @@ use crate::config::OAuthSettings;
 use crate::http;
 use crate::metrics::{Metrics, Service};
 use crate::retry::{Attempt, RetryPolicy, with_retry};
-use crate::signing::PrivateKey;
+use crate::signing::{self, Algorithm, EcPublicJwk, Header, PrivateKey};
 
 /// A token is renewed this long before it expires.
 const RENEW_EARLY: Duration = Duration::from_secs(60);
@@ -61,11 +51,7 @@ pub enum SetupError {
     #[error("cannot build the token URL: {0}")]
     TokenUrl(#[source] url::ParseError),
     #[error("cannot make a DPoP key pair: {0}")]
-    DpopKeyPair(#[source] Unspecified),
-    #[error("cannot encode the DPoP key: {0}")]
-    DpopKeyEncoding(#[source] Unspecified),
-    #[error("unexpected P-256 public key encoding")]
-    DpopPublicKey,
+    DpopKeyPair(#[source] signing::SignError),
 }
 
 /// The headers that authenticate one API request.
@@ -191,32 +177,14 @@ pub struct OAuth {
 
 /// The per-process DPoP key pair (P-256).
 struct DpopKey {
-    encoding: EncodingKey,
-    jwk: Jwk,
+    key: PrivateKey,
+    jwk: EcPublicJwk,
 }
 
 impl DpopKey {
     fn generate() -> Result<Self, SetupError> {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-            .map_err(SetupError::DpopKeyPair)?;
-        let pkcs8 = pair.to_pkcs8v1().map_err(SetupError::DpopKeyEncoding)?;
-        let point = pair.public_key().as_ref();
-        if point.len() != 65 || point[0] != 4 {
-            return Err(SetupError::DpopPublicKey);
-        }
-        let jwk = Jwk {
-            common: CommonParameters::default(),
-            algorithm: AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
-                key_type: EllipticCurveKeyType::EC,
-                curve: EllipticCurve::P256,
-                x: URL_SAFE_NO_PAD.encode(&point[1..33]),
-                y: URL_SAFE_NO_PAD.encode(&point[33..65]),
-            }),
-        };
-        Ok(DpopKey {
-            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-            jwk,
-        })
+        let (key, jwk) = PrivateKey::generate_p256().map_err(SetupError::DpopKeyPair)?;
+        Ok(DpopKey { key, jwk })
     }
 }
 
@@ -264,14 +232,11 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A `jti`: 128 bits from the crypto library's random source, in hex. Okta refuses a `jti` it
-/// has seen before, so it must never repeat, not even across processes started at the same
-/// moment, nor be guessable by whoever would spend it first: not a job for a seeded fast
-/// generator.
+/// A `jti`: 128 bits from the system's random source, in hex. Okta refuses a `jti` it has
+/// seen before, so it must never repeat, not even across processes started at the same moment,
+/// nor be guessable by whoever would spend it first: not a job for a seeded fast generator.
 fn random_id() -> Result<String, OktaError> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(OktaError::Random)?;
-    Ok(format!("{:032x}", u128::from_be_bytes(bytes)))
+    signing::random_id().map_err(OktaError::Random)
 }
 
 /// The URL without query or fragment, as `htu` wants it.
@@ -317,8 +282,12 @@ impl OAuth {
     /// A `private_key_jwt` client assertion for the token endpoint, signed with the app's key.
     fn assertion(&self) -> Result<String, OktaError> {
         let now = unix_now();
-        let mut header = Header::new(self.key.algorithm());
-        header.kid = self.key_id.clone();
+        let header = Header {
+            typ: "JWT",
+            alg: self.key.algorithm(),
+            kid: self.key_id.as_deref(),
+            jwk: None,
+        };
         let aud = self.token_url.as_str();
         let claims = AssertionClaims {
             iss: &self.client_id,
@@ -328,11 +297,11 @@ impl OAuth {
             exp: now + ASSERTION_LIFETIME,
             jti: random_id()?,
         };
-        jsonwebtoken::encode(&header, &claims, self.key.encoding_key()).map_err(|e| {
-            OktaError::OAuth {
+        self.key
+            .jwt(&header, &claims)
+            .map_err(|e| OktaError::OAuth {
                 what: format!("cannot sign the client assertion: {e}"),
-            }
-        })
+            })
     }
 
     /// A DPoP proof for one request; with a token, it carries the token's hash (`ath`), as API
@@ -344,9 +313,12 @@ impl OAuth {
         nonce: Option<&str>,
         token: Option<&SecretString>,
     ) -> Result<HeaderValue, OktaError> {
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("dpop+jwt".into());
-        header.jwk = Some(self.dpop.jwk.clone());
+        let header = Header {
+            typ: "dpop+jwt",
+            alg: Algorithm::ES256,
+            kid: None,
+            jwk: Some(&self.dpop.jwk),
+        };
         let target = htu(url);
         let claims = ProofClaims {
             htm: method,
@@ -354,18 +326,15 @@ impl OAuth {
             iat: unix_now(),
             jti: random_id()?,
             nonce,
-            ath: token.map(|t| {
-                URL_SAFE_NO_PAD.encode(digest::digest(
-                    &digest::SHA256,
-                    t.expose_secret().as_bytes(),
-                ))
-            }),
+            ath: token.map(|t| signing::sha256_b64url(t.expose_secret().as_bytes())),
         };
-        let jwt = jsonwebtoken::encode(&header, &claims, &self.dpop.encoding).map_err(|e| {
-            OktaError::OAuth {
+        let jwt = self
+            .dpop
+            .key
+            .jwt(&header, &claims)
+            .map_err(|e| OktaError::OAuth {
                 what: format!("cannot sign a DPoP proof: {e}"),
-            }
-        })?;
+            })?;
         HeaderValue::from_str(&jwt).map_err(|_| OktaError::OAuth {
             what: "a DPoP proof is not a valid header".into(),
         })
@@ -717,21 +686,6 @@ mod tests {
     }
 
     #[test]
-    fn jtis_are_128_bits_in_hex_and_never_repeat() {
-        let ids: std::collections::HashSet<String> =
-            (0..1000).map(|_| random_id().unwrap()).collect();
-        assert_eq!(ids.len(), 1000);
-        for id in &ids {
-            assert_eq!(id.len(), 32, "{id}");
-            assert!(
-                id.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-                "{id}"
-            );
-        }
-    }
-
-    #[test]
     fn dpop_keys_have_a_public_jwk_only() {
         let k = DpopKey::generate().unwrap();
         let jwk = serde_json::to_value(&k.jwk).unwrap();
@@ -739,5 +693,6 @@ mod tests {
         assert_eq!(jwk["crv"], "P-256");
         assert_eq!(jwk["x"].as_str().unwrap().len(), 43);
         assert!(jwk.get("d").is_none());
+        assert_eq!(k.key.algorithm(), Algorithm::ES256);
     }
 }

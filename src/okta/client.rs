@@ -78,7 +78,7 @@ pub enum OktaError {
         "the system's random source failed: no unguessable ID (jti) for a client assertion or \
          DPoP proof could be made"
     )]
-    Random(#[source] aws_lc_rs::error::Unspecified),
+    Random(#[source] crate::signing::RandomError),
 }
 
 fn forbidden_advice(oauth: bool, what: &str) -> String {

@@ -69,8 +69,12 @@ pub mod keys {
     pub const RSA_PRIVATE_PEM: &str = include_str!("../keys/rsa-private.pem");
     /// The public key of [`RSA_PRIVATE_PEM`], SubjectPublicKeyInfo PEM (`BEGIN PUBLIC KEY`).
     pub const RSA_PUBLIC_PEM: &str = include_str!("../keys/rsa-public.pem");
+    /// [`RSA_PRIVATE_PEM`] as PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`).
+    pub const RSA_PRIVATE_PKCS1_PEM: &str = include_str!("../keys/rsa-private-pkcs1.pem");
     /// EC P-256 private key, PKCS#8 PEM: signs ES256 client assertions.
     pub const EC_PRIVATE_PEM: &str = include_str!("../keys/ec-private.pem");
+    /// [`EC_PRIVATE_PEM`] as SEC1 PEM (`BEGIN EC PRIVATE KEY`).
+    pub const EC_PRIVATE_SEC1_PEM: &str = include_str!("../keys/ec-private-sec1.pem");
     /// The public key of [`EC_PRIVATE_PEM`], SubjectPublicKeyInfo PEM.
     pub const EC_PUBLIC_PEM: &str = include_str!("../keys/ec-public.pem");
     /// A second RSA 2048 private key (PKCS#8 PEM), registered nowhere: for "signed with the
