@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Proves the container image works on a machine with no Docker engine and no image registry:
-# podman with vfs storage; in place of gcr.io/distroless/cc-debian12:nonroot, an equivalent base
-# assembled from this machine's files (the C libraries the binary links, as `ldd` lists them,
-# the CA certificates, a passwd and group with distroless's nonroot user 65532, an empty /tmp; no
-# shell); the binary built on the host. Then, inside the container, against the local test
+# podman with vfs storage; in place of gcr.io/distroless/static-debian12:nonroot, an equivalent
+# base assembled from this machine's files (the CA certificates, a passwd and group with
+# distroless's nonroot user 65532, an empty /tmp; no C library, no shell); the binary built on
+# the host, and the C libraries it links (scripts/runtime-libs.sh, as the Dockerfile adds them). Then, inside the container, against the local test
 # servers (fake-saas) on the host: `sync` with the state on a named volume (so the image's state
 # folder must be writable by its user), the daemon with `health` run inside it, and `history`.
 # Needs root, a Debian-like host (glibc) and its package mirror for podman.
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
 podman=(podman --storage-driver vfs --cgroup-manager cgroupfs)
-base=localhost/okta-pendo-sync-base:distroless-like
+base=localhost/okta-pendo-sync-base:distroless-static-like
 image=localhost/okta-pendo-sync:smoke
 volume=okta-pendo-sync-smoke-state
 
@@ -36,11 +36,6 @@ rootfs="$work/rootfs"
 rm -rf "$rootfs" && mkdir -p "$rootfs"/{etc/ssl/certs,tmp,home/nonroot,usr/local/bin}
 chmod 1777 "$rootfs/tmp"
 chown 65532:65532 "$rootfs/home/nonroot"
-# Every library the binary links, and the dynamic loader, at the paths it looks them up by.
-for lib in $(ldd "$bin" | grep -oE '/[^ ]+'); do
-  mkdir -p "$rootfs$(dirname "$lib")"
-  cp -L "$lib" "$rootfs$lib"
-done
 cp -L /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' \
   >"$rootfs/etc/passwd"
@@ -56,6 +51,7 @@ mkdir -m 0700 "$ctx/state"
 cp Dockerfile "$ctx/"
 cp config/okta-pendo-sync.toml "$ctx/config/"
 cp "$bin" "$ctx/"
+scripts/runtime-libs.sh "$bin" "$ctx/runtime-libs"
 "${podman[@]}" build --quiet --format docker --isolation chroot --target prebuilt \
   --build-arg RUNTIME_BASE="$base" -t "$image" "$ctx" >/dev/null
 "${podman[@]}" image ls --format 'image: {{.Repository}}:{{.Tag}} {{.Size}}' "$image"
