@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderMap, LINK};
 use secrecy::SecretString;
 use serde_json::Value;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
@@ -134,11 +135,15 @@ struct Fetched {
     body: Vec<u8>,
 }
 
-/// The first try at the next page, started while the page before it is parsed. At most one is
-/// held per listing; dropping it aborts the request (a cancelled run reads no further).
+/// The first try at the next page, started as soon as the page before it had its headers (its
+/// `next` link). At most one is held per listing; dropping it aborts the request (a cancelled
+/// run reads no further).
 pub struct Ahead {
     url: Url,
     task: JoinHandle<(Attempt<Fetched, OktaError>, u8)>,
+    /// The headers of a 200, sent as soon as they arrive (before the body is read); closed
+    /// without a value when the try ends otherwise.
+    headers: Option<oneshot::Receiver<HeaderMap>>,
 }
 
 impl std::fmt::Debug for Ahead {
@@ -150,6 +155,12 @@ impl std::fmt::Debug for Ahead {
 }
 
 impl Ahead {
+    /// The headers of the page's 200 as soon as they came, `None` when the try brought none
+    /// (another status, an error, a lost task) or when they were already taken.
+    async fn headers(&mut self) -> Option<HeaderMap> {
+        self.headers.take()?.await.ok()
+    }
+
     /// The try's outcome, and its count of answered authentication challenges (which the
     /// page's later tries go on from). A try that was lost (its task failed) is made again now.
     async fn join(
@@ -164,7 +175,9 @@ impl Ahead {
             }
             Err(_) => {
                 let path = self.url.path().to_owned();
-                client.try_fetch(&self.url, &path, auth_retries).await
+                client
+                    .try_fetch(&self.url, &path, auth_retries, |_| ())
+                    .await
             }
         }
     }
@@ -330,7 +343,8 @@ impl OktaClient {
             "okta page",
             || self.metrics.retry(Service::Okta),
             || async {
-                let fetched = match body_of(self.try_fetch(url, &path, &auth_retries).await) {
+                let tried = self.try_fetch(url, &path, &auth_retries, |_| ()).await;
+                let fetched = match body_of(tried) {
                     Ok(fetched) => fetched,
                     Err(not_a_page) => return not_a_page,
                 };
@@ -408,9 +422,30 @@ impl OktaClient {
                 let (path, auth_retries, follow, waiting) =
                     (&path, &auth_retries, &follow, &waiting);
                 async move {
+                    // The next page's request goes out as soon as this page's headers name it,
+                    // while this page's body is still on its way.
+                    let start_next = |headers: &HeaderMap| {
+                        if let Ok(Some(n)) = self.next_in(url, headers)
+                            && follow(&n)
+                        {
+                            let waited = take(waiting);
+                            put(
+                                waiting,
+                                Some(match waited {
+                                    Some(w) if w.url == n => w,
+                                    _ => self.fetch_ahead(n),
+                                }),
+                            );
+                        }
+                    };
                     let tried = match first {
-                        Some(first) => first.join(self, auth_retries).await,
-                        None => self.try_fetch(url, path, auth_retries).await,
+                        Some(mut first) => {
+                            if let Some(headers) = first.headers().await {
+                                start_next(&headers);
+                            }
+                            first.join(self, auth_retries).await
+                        }
+                        None => self.try_fetch(url, path, auth_retries, start_next).await,
                     };
                     let fetched = match body_of(tried) {
                         Ok(fetched) => fetched,
@@ -505,22 +540,33 @@ impl OktaClient {
     fn fetch_ahead(self: &Arc<Self>, url: Url) -> Ahead {
         let client = Arc::clone(self);
         let target = url.clone();
+        let (sender, headers) = oneshot::channel();
         let task = tokio::spawn(async move {
             let auth_retries = AtomicU8::new(0);
             let path = target.path().to_owned();
-            let tried = client.try_fetch(&target, &path, &auth_retries).await;
+            let tried = client
+                .try_fetch(&target, &path, &auth_retries, |h| {
+                    let _ = sender.send(h.clone());
+                })
+                .await;
             (tried, auth_retries.into_inner())
         });
-        Ahead { url, task }
+        Ahead {
+            url,
+            task,
+            headers: Some(headers),
+        }
     }
 
     /// One try at a page: the pacer's pause, the credentials, the request, and its answer as an
-    /// [`Attempt`]: a 200's body still to be parsed, or why not.
+    /// [`Attempt`]: a 200's body still to be parsed, or why not. A 200's headers are handed to
+    /// `on_headers` as soon as they arrive, before the body is read.
     async fn try_fetch(
         &self,
         url: &Url,
         path: &str,
         auth_retries: &AtomicU8,
+        on_headers: impl FnOnce(&HeaderMap),
     ) -> Attempt<Fetched, OktaError> {
         // The pause first: the credentials (a DPoP proof's `iat`) are as fresh as the request.
         self.pace().await;
@@ -535,6 +581,9 @@ impl OktaClient {
         let status = response.status();
         let headers = response.headers().clone();
         self.pacer.observe(&headers);
+        if status == StatusCode::OK {
+            on_headers(&headers);
+        }
         let body = match http::read_body(response, max_page_bytes(self.page_size)).await {
             Ok(b) => b,
             Err(e) => return self.unread_body(e, path),
@@ -682,13 +731,14 @@ impl OktaClient {
 
     /// A 200's next link (resolved and checked), known from its headers alone.
     fn next_of(&self, fetched: &Fetched) -> Result<Option<Url>, OktaError> {
-        let links = fetched
-            .headers
-            .get_all(LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
+        self.next_in(&fetched.url, &fetched.headers)
+    }
+
+    /// The `next` link in the headers of the page at `url`, checked as [`next_of`] does.
+    fn next_in(&self, url: &Url, headers: &HeaderMap) -> Result<Option<Url>, OktaError> {
+        let links = headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok());
         link::next_link(links)
-            .map(|raw| self.checked_next(&fetched.url, raw))
+            .map(|raw| self.checked_next(url, raw))
             .transpose()
     }
 

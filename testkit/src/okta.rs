@@ -102,8 +102,14 @@ pub struct OktaOptions {
     pub link_style: LinkStyle,
     /// Value of `x-rate-limit-limit` (requests per one-minute window); default 600.
     pub rate_limit: u32,
-    /// Added latency per user-list response (benchmarks); default zero.
+    /// The latency of a user-list response (benchmarks): the time from the request to the
+    /// response's headers, the server's own work (the page, its gzip) included; default zero.
     pub page_delay: Duration,
+    /// Keep [`page_delay`](Self::page_delay) to within tens of microseconds (a thread sleeps its
+    /// last 2 ms) instead of tokio's timer, whose whole-millisecond ticks add one on average to
+    /// each page: for benchmarks. Not with a paused clock (the thread's sleep is real time);
+    /// default false.
+    pub precise_page_delay: bool,
     /// Faults to inject, by request number.
     pub faults: Vec<OktaFault>,
     /// An enforced request budget per window of [`budget_window`](Self::budget_window); default
@@ -153,6 +159,7 @@ impl Default for OktaOptions {
             link_style: LinkStyle::SeparateLines,
             rate_limit: 600,
             page_delay: Duration::ZERO,
+            precise_page_delay: false,
             faults: Vec::new(),
             budget_per_minute: None,
             budget_window: Duration::from_secs(60),
@@ -366,6 +373,7 @@ impl FakeOkta {
             link_style: opts.link_style,
             rate_limit: opts.rate_limit,
             page_delay: opts.page_delay,
+            precise_page_delay: opts.precise_page_delay,
             faults: opts.faults,
             budget: opts.budget_per_minute,
             budget_window: opts.budget_window.max(Duration::from_millis(1)),
@@ -524,6 +532,7 @@ struct Shared {
     link_style: LinkStyle,
     rate_limit: u32,
     page_delay: Duration,
+    precise_page_delay: bool,
     faults: Vec<OktaFault>,
     budget: Option<u32>,
     budget_window: Duration,
@@ -609,6 +618,9 @@ struct Reply {
     special: Option<Special>,
     /// Extra response headers (`www-authenticate`, `dpop-nonce`).
     headers: Vec<(&'static str, String)>,
+    /// Not sent before this instant (`page_delay`): the time the page took to make, render and
+    /// gzip counts in the delay, as a real server's latency includes its own work.
+    not_before: Option<tokio::time::Instant>,
 }
 
 /// Bodies that are not sent as one buffer.
@@ -629,6 +641,7 @@ impl Reply {
             limit_override: None,
             special: None,
             headers: Vec::new(),
+            not_before: None,
         }
     }
 }
@@ -661,6 +674,7 @@ fn error_reply(shared: &Shared, n: usize, status: u16, code: &str, summary: &str
         limit_override: None,
         special: None,
         headers: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -830,6 +844,7 @@ async fn handle(
         .as_deref()
         .is_some_and(|a| a.to_ascii_lowercase().contains("gzip"));
     let mut content_length = None;
+    let not_before = reply.not_before;
     let extra_headers = reply.headers;
     let (body, gzip) = match reply.special {
         None => {
@@ -850,6 +865,11 @@ async fn handle(
             (Body::new(CutBody::new(reply.body)), false)
         }
     };
+    match not_before {
+        Some(at) if shared.precise_page_delay => sleep_until_precisely(at).await,
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => {}
+    }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
 
     let mut resp = Response::new(body);
@@ -1105,10 +1125,8 @@ async fn serve_page(
         },
         None => None,
     };
-    if !shared.page_delay.is_zero() {
-        tokio::time::sleep(shared.page_delay).await;
-    }
-    list_page(
+    let not_before = tokio::time::Instant::now() + shared.page_delay;
+    let mut reply = list_page(
         shared,
         path,
         path_and_query,
@@ -1120,7 +1138,21 @@ async fn serve_page(
             looping,
         },
         bad_user,
-    )
+    );
+    if !shared.page_delay.is_zero() {
+        reply.not_before = Some(not_before);
+    }
+    reply
+}
+
+/// Sleeps until `at`, to within tens of microseconds: tokio's timer, whose ticks are whole
+/// milliseconds, sleeps the bulk; a thread's sleep the rest.
+async fn sleep_until_precisely(at: tokio::time::Instant) {
+    tokio::time::sleep_until(at.checked_sub(Duration::from_millis(2)).unwrap_or(at)).await;
+    let rest = at.saturating_duration_since(tokio::time::Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
 }
 
 /// `GET /api/v1/users/{id}`: the user whose `id` is `key` or whose `profile.login` is `key`

@@ -173,3 +173,90 @@ async fn a_dropped_reader_drops_the_page_it_fetched_ahead() {
     );
     assert_eq!(okta.request_count(), 2, "nothing more was asked");
 }
+
+/// How long the Okta server below holds the first page's body at most, waiting for the second
+/// page's request.
+const BODY_HELD_AT_MOST: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn the_next_page_is_requested_as_soon_as_its_link_arrives_before_the_body() {
+    // An Okta that sends the first page's headers (its `next` link among them) at once and
+    // holds the body until the second page is asked for (five seconds at most): a client that
+    // waits for the whole first page asks for the second only after that.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (asked_tx, asked_rx) = tokio::sync::watch::channel(false);
+    // Whether the second page was asked for while the first page's body was held.
+    let (held_tx, held_rx) = tokio::sync::mpsc::channel::<bool>(1);
+    let server_base = base.clone();
+    let server = tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                break;
+            };
+            let (asked_tx, mut asked_rx) = (asked_tx.clone(), asked_rx.clone());
+            let (held_tx, base) = (held_tx.clone(), server_base.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                if head.contains("after=second") {
+                    asked_tx.send_replace(true);
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 content-length: 2\r\n\r\n[]";
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.read(&mut buf).await;
+                    return;
+                }
+                let body = serde_json::to_vec(&[generated_user(0, &base)]).unwrap();
+                let headers = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     link: <{base}/api/v1/users?limit=200>; rel=\"self\"\r\n\
+                     link: <{base}/api/v1/users?after=second&limit=200>; rel=\"next\"\r\n\r\n",
+                    body.len()
+                );
+                conn.write_all(headers.as_bytes()).await.unwrap();
+                conn.flush().await.unwrap();
+                let asked =
+                    tokio::time::timeout(BODY_HELD_AT_MOST, asked_rx.wait_for(|asked| *asked))
+                        .await
+                        .is_ok();
+                let _ = held_tx.send(asked).await;
+                let _ = conn.write_all(&body).await;
+                let _ = conn.read(&mut buf).await;
+            });
+        }
+    });
+
+    let okta = FakeOkta::start(OktaOptions::default()).await;
+    let pendo = FakePendo::start(PendoOptions::default()).await;
+    let setup = Setup::new(&okta, &pendo, Parts::default());
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, text.replace(&okta.base_url(), &base)).unwrap();
+    let settings = okta_pendo_sync::config::load(&setup.config)
+        .unwrap()
+        .settings;
+    let clients = okta_pendo_sync::runner::clients(&settings, Arc::new(Metrics::new())).unwrap();
+    let starts = clients.okta.start_urls(&settings.okta.scope, None);
+    let mut pages = Pages::new(clients.okta.clone(), starts);
+    let first = pages.next_page().await.unwrap().unwrap();
+    assert_eq!(first.users.len(), 1);
+    let second = pages.next_page().await.unwrap().unwrap();
+    assert!(second.users.is_empty());
+    assert!(pages.next_page().await.is_none());
+    let mut held_rx = held_rx;
+    let held = held_rx.recv().await;
+    server.abort();
+    assert_eq!(
+        held,
+        Some(true),
+        "the second page was asked for while the first page's body was held"
+    );
+}

@@ -38,7 +38,7 @@ struct Args {
     /// Pendo integration key expected in `x-pendo-integration-key`.
     #[arg(long, default_value = "pendo-test-key")]
     pendo_key: String,
-    /// Added latency per Okta page, in milliseconds.
+    /// Latency of each Okta page (request to response headers, rendering included), in ms.
     #[arg(long, default_value_t = 0)]
     page_delay_ms: u64,
     /// Added latency per Pendo POST, in milliseconds.
@@ -107,6 +107,7 @@ async fn run(args: Args) -> std::io::Result<()> {
             token: args.okta_token,
             users,
             page_delay: Duration::from_millis(args.page_delay_ms),
+            precise_page_delay: true,
             rate_limit: args.rate_limit,
             budget_per_minute: args.enforce_budget.then_some(args.rate_limit),
             budget_window: Duration::from_secs(args.window_secs.max(1)),
