@@ -684,7 +684,7 @@ fn file_mode_warnings(path: &Path, root: &Map<String, Value>) -> Vec<String> {
             .into_iter()
             .filter_map(|v| v.clone().into_string().ok());
         for file in files.map(PathBuf::from) {
-            if let Some(mode) = file_mode(&file).filter(|m| m & 0o077 != 0) {
+            if let Some(mode) = exposed_secret_file(&file) {
                 warnings.push(format!(
                     "{key}: {} may be read by users other than its owner (mode {mode:o}): run \
                  `chmod 600` on it",
@@ -694,6 +694,26 @@ fn file_mode_warnings(path: &Path, root: &Map<String, Value>) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// The permission bits of a secret file whose mode gives it to more than its owner, else
+/// `None`. The group's bits do not count when the file belongs to another user and to this
+/// process's group: they are then how this process reads it (Kubernetes hands a Secret's files
+/// to the pod's `fsGroup` that way).
+#[cfg(unix)]
+fn exposed_secret_file(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    let read_through_group = meta.uid() != rustix::process::geteuid().as_raw()
+        && meta.gid() == rustix::process::getegid().as_raw();
+    let beyond_owner = if read_through_group { 0o007 } else { 0o077 };
+    (mode & beyond_owner != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn exposed_secret_file(_: &Path) -> Option<u32> {
+    None
 }
 
 /// The file's permission bits, where there are such.

@@ -25,6 +25,48 @@ async fn servers() -> (FakeOkta, FakePendo) {
 }
 
 #[tokio::test]
+async fn a_secret_file_given_to_this_process_through_its_group_draws_no_warning() {
+    // As Kubernetes mounts a Secret for a pod's `fsGroup`: the file belongs to another user and
+    // to this process's group, mode 0440. The group's bits are how this process reads it. Giving
+    // a file to another user takes root, which the tests run as in CI.
+    let euid = rustix::process::geteuid();
+    if !euid.is_root() {
+        eprintln!("giving a file to another user needs root: not run");
+        return;
+    }
+    let (okta, pendo) = servers().await;
+    let setup = Setup::new(&okta, &pendo, Parts::default());
+    let dir = setup.dir.path();
+    let (token, key) = (dir.join("okta.token"), dir.join("pendo.key"));
+    let group = rustix::process::getegid().as_raw();
+    std::os::unix::fs::chown(&token, Some(65532), Some(group)).unwrap();
+    chmod(&token, 0o440);
+    // The same mode on a file this process owns: its group may read it for nothing.
+    chmod(&key, 0o440);
+    let out = setup.run(&["check"]).await;
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!said.contains("okta.api_token_file"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "pendo.integration_key_file: {} may be read by users other than its owner (mode 440)",
+            key.display()
+        )),
+        "{said}"
+    );
+    // Others' bits always count.
+    chmod(&token, 0o444);
+    let out = setup.run(&["check"]).await;
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains(&format!(
+            "okta.api_token_file: {} may be read by users other than its owner (mode 444)",
+            token.display()
+        )),
+        "{said}"
+    );
+}
+
+#[tokio::test]
 async fn readable_secret_files_and_a_config_others_may_write_draw_warnings() {
     let (okta, pendo) = servers().await;
     let setup = Setup::new(&okta, &pendo, Parts::default());
