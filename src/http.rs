@@ -107,13 +107,21 @@ pub enum BodyError {
 }
 
 /// Reads the whole (decompressed) body, refusing more than `limit` bytes.
-pub async fn read_body(
+pub async fn read_body(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    read_body_expecting(response, limit, 0).await
+}
+
+/// [`read_body`], with room reserved at once for `expected` bytes (capped by `limit`): the
+/// caller's own estimate, such as the size of the last body of its kind, which saves growing
+/// the buffer step by step (and copying it each time) for bodies of hundreds of KB.
+pub async fn read_body_expecting(
     mut response: reqwest::Response,
     limit: usize,
+    expected: usize,
 ) -> Result<Vec<u8>, BodyError> {
     // The declared length is the server's word, not a reason to reserve memory: the buffer
     // grows with what actually arrives.
-    let mut body = Vec::with_capacity(limit.min(8 * 1024));
+    let mut body = Vec::with_capacity(limit.min(expected.max(8 * 1024)));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len().saturating_add(chunk.len()) > limit {
             return Err(BodyError::TooLarge { limit });

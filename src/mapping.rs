@@ -214,14 +214,20 @@ impl Mapping {
     /// A stable 64-bit hash of the values a record would set (xxh3 of their JSON): equal
     /// hashes mean nothing to push again.
     pub fn values_hash(&self, record: &Record) -> u64 {
-        let mut buf = Vec::with_capacity(128);
+        self.values_hash_in(record, &mut Vec::with_capacity(128))
+    }
+
+    /// [`values_hash`](Self::values_hash), serializing into `scratch` (cleared first): a
+    /// buffer kept across records saves allocating one per record.
+    pub fn values_hash_in(&self, record: &Record, scratch: &mut Vec<u8>) -> u64 {
+        scratch.clear();
         let ser = RecordSer {
             mapping: self,
             record,
         };
         // Serializing values that are already JSON cannot fail.
-        let _ = serde_json::to_writer(&mut buf, &ValuesSer(&ser));
-        xxhash_rust::xxh3::xxh3_64(&buf)
+        let _ = serde_json::to_writer(&mut *scratch, &ValuesSer(&ser));
+        xxhash_rust::xxh3::xxh3_64(scratch)
     }
 
     /// Serializes one record as a JSON object (a line of `--dry-run` output).

@@ -7,7 +7,7 @@
 //! nonce challenge or an expired token is answered at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
@@ -238,6 +238,8 @@ pub struct OktaClient {
     pacer: Pacer,
     metrics: Arc<Metrics>,
     projection: Projection,
+    /// The size of the last page body read: room reserved for the next one.
+    last_page_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for OktaClient {
@@ -277,6 +279,7 @@ impl OktaClient {
             pacer: Pacer::new(settings.rate_limit_share),
             metrics,
             projection: Projection::everything(),
+            last_page_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -584,11 +587,16 @@ impl OktaClient {
         if status == StatusCode::OK {
             on_headers(&headers);
         }
-        let body = match http::read_body(response, max_page_bytes(self.page_size)).await {
+        // Pages are alike in size: room for the last one's size and an eighth more.
+        let last = self.last_page_bytes.load(Ordering::Relaxed);
+        let expected = last.saturating_add(last / 8);
+        let limit = max_page_bytes(self.page_size);
+        let body = match http::read_body_expecting(response, limit, expected).await {
             Ok(b) => b,
             Err(e) => return self.unread_body(e, path),
         };
         if status == StatusCode::OK {
+            self.last_page_bytes.store(body.len(), Ordering::Relaxed);
             return Attempt::Done(Ok(Fetched {
                 url: url.clone(),
                 headers,

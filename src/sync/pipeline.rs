@@ -39,6 +39,8 @@ pub(super) struct Pipeline<'s, 'w> {
     pub(super) batch: Vec<Record>,
     /// The values hash of each record in `batch`.
     pub(super) hashes: Vec<u64>,
+    /// Where each record's values are serialized to be hashed.
+    pub(super) hash_scratch: Vec<u8>,
     pub(super) state: &'s Mutex<State>,
     /// Incremental: skip users whose values match what was last pushed.
     pub(super) compare: bool,
@@ -112,6 +114,7 @@ impl<'s, 'w> Pipeline<'s, 'w> {
             tally: Tally::default(),
             batch: Vec::with_capacity(batch_size),
             hashes: Vec::with_capacity(batch_size),
+            hash_scratch: Vec::with_capacity(256),
             inflight: JoinSet::new(),
             inflight_sizes: HashMap::new(),
             dry_out,
@@ -247,7 +250,7 @@ impl Pipeline<'_, '_> {
                     self.tally.error(Some(record.visitor_id), message);
                     return;
                 }
-                let hash = self.mapping.values_hash(&record);
+                let hash = self.mapping.values_hash_in(&record, &mut self.hash_scratch);
                 if self.compare {
                     let stored = lock(self.state).visitor_hash(&record.visitor_id);
                     match stored {
@@ -409,7 +412,8 @@ impl Pipeline<'_, '_> {
         let mapping = self.mapping.clone();
         let handle = self.inflight.spawn(async move {
             let mut outcome = BatchOutcome::default();
-            push_records(&pendo, &mapping, &records, &hashes, &mut outcome).await;
+            let mut records = records;
+            push_records(&pendo, &mapping, &mut records, &hashes, &mut outcome).await;
             outcome
         });
         self.inflight_sizes.insert(handle.id(), size);

@@ -23,10 +23,11 @@ pub(super) struct Accepted {
 }
 
 /// Pushes records; on a 408 splits them in halves and pushes each, down to single records.
+/// The visitor IDs of records Pendo accepted move into the outcome (left empty in `records`).
 pub(super) async fn push_records(
     pendo: &PendoClient,
     mapping: &Mapping,
-    records: &[Record],
+    records: &mut [Record],
     hashes: &[u64],
     out: &mut BatchOutcome,
 ) {
@@ -42,9 +43,9 @@ pub(super) async fn push_records(
             out.accepted.push(Accepted {
                 response,
                 sent: records
-                    .iter()
+                    .iter_mut()
                     .zip(hashes)
-                    .map(|(r, h)| (r.visitor_id.clone(), *h))
+                    .map(|(r, h)| (std::mem::take(&mut r.visitor_id), *h))
                     .collect(),
             });
         }
@@ -85,7 +86,7 @@ pub(super) async fn push_records(
 async fn split(
     pendo: &PendoClient,
     mapping: &Mapping,
-    records: &[Record],
+    records: &mut [Record],
     hashes: &[u64],
     out: &mut BatchOutcome,
     why: &str,
@@ -95,7 +96,7 @@ async fn split(
         "{why}: splitting the batch in halves to find what it refuses"
     );
     let mid = records.len() / 2;
-    let (a, b) = records.split_at(mid);
+    let (a, b) = records.split_at_mut(mid);
     let (ha, hb) = hashes.split_at(mid.min(hashes.len()));
     Box::pin(push_records(pendo, mapping, a, ha, out)).await;
     Box::pin(push_records(pendo, mapping, b, hb, out)).await;
