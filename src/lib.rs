@@ -39,3 +39,4 @@ pub mod signing;
 pub mod state;
 pub mod sync;
 pub mod telemetry;
+pub mod zone;

@@ -6,7 +6,7 @@
 //! created (so a daylight-saving change is missed until a restart), does not prevent
 //! overlapping runs, and its shutdown does not wait for a running job. Each of those would need
 //! a wrapper around it, at which point it is only a timer. Instead, the parser it is built on
-//! (croner) computes each fire time afresh in the configured zone (chrono-tz), so every fire
+//! (croner) computes each fire time afresh in the configured zone (`zone.rs`), so every fire
 //! follows the zone's rules on its own date, and the daemon loop (`daemon.rs`) waits for it
 //! with tokio's timer, one fire at a time.
 
@@ -15,7 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, LocalResult, TimeZone, Timelike, Utc};
-use chrono_tz::Tz;
+
+use crate::zone::Zone;
 
 /// The default: Mondays at 06:00.
 pub const DEFAULT_CRON: &str = "0 0 6 * * Mon";
@@ -25,7 +26,7 @@ pub const DEFAULT_CRON: &str = "0 0 6 * * Mon";
 pub struct CronSchedule {
     expr: String,
     cron: croner::Cron,
-    tz: Tz,
+    tz: Zone,
 }
 
 impl fmt::Debug for CronSchedule {
@@ -47,9 +48,7 @@ impl CronSchedule {
     /// both restricted match either, as in cron.
     pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
         let given = expr.trim();
-        let tz = Tz::from_str(tz.trim())
-            .or_else(|_| Tz::from_str_insensitive(tz.trim()))
-            .map_err(|_| ScheduleError::Zone(tz.trim().to_owned()))?;
+        let tz = Zone::named(tz.trim()).ok_or_else(|| ScheduleError::Zone(tz.trim().to_owned()))?;
         let expr = match expr.trim() {
             e if e.eq_ignore_ascii_case("@midnight") => "@daily",
             e if e.eq_ignore_ascii_case("@annually") => "@yearly",
@@ -88,7 +87,7 @@ impl CronSchedule {
         CronSchedule {
             expr: DEFAULT_CRON.to_owned(),
             cron: croner::Cron::from_str(DEFAULT_CRON).unwrap_or_else(|_| unreachable_cron()),
-            tz: Tz::UTC,
+            tz: Zone::utc(),
         }
     }
 
@@ -96,8 +95,8 @@ impl CronSchedule {
         &self.expr
     }
 
-    pub fn zone(&self) -> Tz {
-        self.tz
+    pub fn zone(&self) -> &Zone {
+        &self.tz
     }
 
     /// The first fire strictly after `t`; never `t` or earlier, whatever croner answers.
@@ -398,6 +397,21 @@ mod tests {
         }
         let err = CronSchedule::parse("@daily", "Mars/Olympus").unwrap_err();
         assert_eq!(err, ScheduleError::Zone("Mars/Olympus".into()));
+    }
+
+    #[test]
+    fn zone_names_in_any_case() {
+        for (given, zone) in [
+            ("Europe/Paris", "Europe/Paris"),
+            ("europe/paris", "Europe/Paris"),
+            (" AMERICA/NEW_YORK ", "America/New_York"),
+            ("etc/gmt+5", "Etc/GMT+5"),
+            ("utc", "UTC"),
+        ] {
+            let s = CronSchedule::parse("@daily", given).unwrap();
+            assert_eq!(s.zone().name(), zone, "{given}");
+        }
+        assert!(CronSchedule::parse("@daily", "Europe/Pariss").is_err());
     }
 
     #[test]
