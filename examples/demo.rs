@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use okta_pendo_testkit::users::{Logins, generated_login};
 use okta_pendo_testkit::{
     ExistingVisitors, FakeOkta, FakePendo, OktaOptions, PendoOptions, UserSource,
 };
@@ -31,10 +32,10 @@ fn main() {
             // Every 50th user is not yet known to Pendo, to show how missing visitors look.
             let missing: HashSet<String> = (0..users)
                 .filter(|i| i % 50 == 49)
-                .map(|i| format!("user{i}@example.com"))
+                .map(|i| generated_login(i, Logins::Realistic))
                 .collect();
             let okta = FakeOkta::start(OktaOptions {
-                users: UserSource::Generated(users),
+                users: UserSource::GeneratedRealistic(users),
                 ..OktaOptions::default()
             })
             .await;
@@ -54,8 +55,19 @@ fn main() {
 
     let state = dir.path().join("state.db");
     let config = dir.path().join("config.toml");
-    std::fs::write(dir.path().join("okta.token"), "okta-test-token\n").expect("write");
-    std::fs::write(dir.path().join("pendo.key"), "pendo-test-key\n").expect("write");
+    // Secret files are for their owner only, as the program advises.
+    for (name, secret) in [
+        ("okta.token", "okta-test-token\n"),
+        ("pendo.key", "pendo-test-key\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, secret).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+    }
     std::fs::write(
         &config,
         format!(

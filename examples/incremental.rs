@@ -1,6 +1,7 @@
 //! What an incremental run saves: a full sync of N users (default 100,000) against the local
 //! test servers, then 1% of the users change, then the next run (incremental). Prints the Okta
-//! requests, Pendo calls and records of each.
+//! requests, Pendo calls and records of each. The mapping leaves `lastLogin` out: a mapped
+//! `lastLogin`, which Okta's `lastUpdated` does not follow, makes every run full.
 //!
 //! ```sh
 //! cargo run --release --example incremental            # 100,000 users, 1% changed
@@ -26,7 +27,7 @@ fn main() {
         rt.block_on(async move {
             let okta = Arc::new(
                 FakeOkta::start(OktaOptions {
-                    users: UserSource::Generated(users),
+                    users: UserSource::GeneratedRealistic(users),
                     // Measure the program, not a budget: pacing follows what the org allows.
                     rate_limit: 1_000_000,
                     ..OktaOptions::default()
@@ -46,8 +47,16 @@ fn main() {
     });
     let (okta, pendo) = rx.recv().expect("the servers start");
 
-    std::fs::write(dir.path().join("t"), "okta-test-token").expect("write");
-    std::fs::write(dir.path().join("k"), "pendo-test-key").expect("write");
+    // Secret files are for their owner only, as the program advises.
+    for (name, secret) in [("t", "okta-test-token"), ("k", "pendo-test-key")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, secret).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+    }
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
@@ -55,7 +64,6 @@ fn main() {
             "[okta]\norg_url = \"{}\"\napi_token_file = \"{d}/t\"\n[pendo]\nbase_url = \"{}\"\n\
              integration_key_file = \"{d}/k\"\n[mapping]\ndepartment = \"profile.department\"\n\
              title = \"profile.title\"\nokta_status = \"status\"\n\
-             last_login = {{ path = \"lastLogin\", type = \"date\" }}\n\
              [state]\npath = \"{d}/state.db\"\n[log]\nlevel = \"warn\"\n",
             okta.base_url(),
             pendo.base_url(),
