@@ -431,14 +431,7 @@ impl OktaClient {
                         if let Ok(Some(n)) = self.next_in(url, headers)
                             && follow(&n)
                         {
-                            let waited = take(waiting);
-                            put(
-                                waiting,
-                                Some(match waited {
-                                    Some(w) if w.url == n => w,
-                                    _ => self.fetch_ahead(n),
-                                }),
-                            );
+                            put(waiting, Some(self.ahead_for(waiting, &n)));
                         }
                     };
                     let tried = match first {
@@ -455,13 +448,13 @@ impl OktaClient {
                         Err(not_a_page) => return not_a_page,
                     };
                     let next = self.next_of(&fetched);
-                    let waited = take(waiting);
                     let after = match &next {
-                        Ok(Some(n)) if follow(n) => Some(match waited {
-                            Some(w) if w.url == *n => w,
-                            _ => self.fetch_ahead(n.clone()),
-                        }),
-                        _ => None,
+                        Ok(Some(n)) if follow(n) => Some(self.ahead_for(waiting, n)),
+                        _ => {
+                            // A page fetched ahead for a link this page does not have: dropped.
+                            drop(take(waiting));
+                            None
+                        }
                     };
                     match self.parse_page(fetched, next, path) {
                         Ok(page) => Attempt::Done(Ok((page, after))),
@@ -536,6 +529,15 @@ impl OktaClient {
                 Some(again) => again,
                 None => self.refusal(status, &headers, &body, path),
             },
+        }
+    }
+
+    /// The try at `next` that `waiting` holds, else a new one; one `waiting` held for another
+    /// page is dropped (aborted).
+    fn ahead_for(self: &Arc<Self>, waiting: &std::sync::Mutex<Option<Ahead>>, next: &Url) -> Ahead {
+        match take(waiting) {
+            Some(w) if w.url == *next => w,
+            _ => self.fetch_ahead(next.clone()),
         }
     }
 

