@@ -400,18 +400,10 @@ mod tests {
     }
 
     #[test]
-    fn zone_names_in_any_case() {
-        for (given, zone) in [
-            ("Europe/Paris", "Europe/Paris"),
-            ("europe/paris", "Europe/Paris"),
-            (" AMERICA/NEW_YORK ", "America/New_York"),
-            ("etc/gmt+5", "Etc/GMT+5"),
-            ("utc", "UTC"),
-        ] {
-            let s = CronSchedule::parse("@daily", given).unwrap();
-            assert_eq!(s.zone().name(), zone, "{given}");
-        }
-        assert!(CronSchedule::parse("@daily", "Europe/Pariss").is_err());
+    fn the_zone_is_trimmed_and_read_in_any_case() {
+        // Which names are zones is zone.rs's (and its tests'); here, what parse hands it.
+        let s = CronSchedule::parse("@daily", " AMERICA/NEW_YORK ").unwrap();
+        assert_eq!(s.zone().name(), "America/New_York");
     }
 
     #[test]
