@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{Settings, UserScope};
-use crate::mapping::{AttributePath, OnNull, Unsendable, ValueType, coerce};
+use crate::mapping::{AttributePath, OnNull, Record, Unsendable, ValueType, coerce};
 use crate::metrics::Metrics;
 use crate::okta::{OktaClient, OktaError};
 use crate::runner::{self, ClientError};
@@ -264,7 +264,7 @@ pub fn describe(
             )),
         ),
     };
-    let values_hash = record.as_ref().map(|r| mapping.values_hash(r));
+    let values_hash = record.as_ref().map(Record::values_hash);
     let (stored, mark, point) = match (state, &visitor_id) {
         (Some(st), Some(id)) => (st.visitor_hash(id)?, st.visitor_run(id)?, st.sync_point()?),
         (Some(st), None) => (None, None, st.sync_point()?),

@@ -1,17 +1,18 @@
 //! Mapping: attribute paths, type coercion and the shape of a Pendo record. Pure, no I/O.
 //!
-//! An Okta user (JSON) becomes either a [`Record`] (a visitor ID and one value per mapped
-//! field) or a reason it cannot be sent. Records are serialized straight into Pendo's wire
-//! format by [`Mapping::write_batch`], with field names taken from the mapping, never copied per
-//! user.
+//! An Okta user, as a page's projection kept it, becomes either a [`Record`] (a visitor ID and
+//! its entry of a Pendo body, written once) or a reason it cannot be sent. Values as Okta
+//! usually writes them go from the page's text into the record without being built; the rest
+//! goes through [`coerce`], which says what every value becomes.
 //!
 //! A JSON number keeps the text Okta wrote it in (serde_json's `arbitrary_precision`): taken as
 //! text (a text field, a visitor ID) it is sent digit for digit, and a number is sent as written.
 
 use std::fmt;
 
-use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
-use serde::{Serialize, Serializer};
+use std::sync::Arc;
+
+use crate::okta::projection::{Field, Locator, Projection, User, Users};
 use serde_json::{Number, Value};
 
 /// A dot-separated path from the root of the Okta user object: `status`, `profile.email`.
@@ -55,12 +56,22 @@ impl AttributePath {
         &self.raw
     }
 
+    /// Its segments, from the root.
+    pub fn segments(&self) -> &[Box<str>] {
+        &self.segments
+    }
+
     /// The value at this path, or `None` when any segment is absent or not an object.
     pub fn lookup<'a>(&self, user: &'a Value) -> Option<&'a Value> {
-        self.segments
-            .iter()
-            .try_fold(user, |v, seg| v.as_object()?.get(&**seg))
+        lookup_in(user, &self.segments)
     }
+}
+
+/// The value at these segments below `value`, or `None` when any is absent or not an object.
+pub(crate) fn lookup_in<'a>(value: &'a Value, segments: &[Box<str>]) -> Option<&'a Value> {
+    segments
+        .iter()
+        .try_fold(value, |v, seg| v.as_object()?.get(&**seg))
 }
 
 impl fmt::Debug for AttributePath {
@@ -130,24 +141,64 @@ pub struct FieldMapping {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     fields: Vec<FieldMapping>,
+    /// Per field, its name as a JSON object key with its colon (`"department":`), written once.
+    keys: Vec<Box<[u8]>>,
 }
 
-/// A user ready to send: its visitor ID and, per mapped field, the value or `None` (left out).
-#[derive(Debug, Clone, PartialEq)]
+/// A user ready to send: its visitor ID, and its entry of a Pendo body
+/// (`{"visitorId":…,"values":{…}}`), written once when the user is mapped; it is hashed,
+/// batched and printed as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub visitor_id: String,
-    pub values: Vec<Option<Value>>,
+    json: Box<[u8]>,
+    /// Where the `values` object starts in `json` (it ends before the last byte).
+    values_at: usize,
+    /// Per mapped field (in the mapping's order), whether the record gives it a value (not
+    /// null).
+    present: Box<[bool]>,
 }
 
 impl Record {
+    /// The record as Pendo gets it: `{"visitorId":…,"values":{…}}`.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// The values it sets, as a JSON object: `{"department":"R&D",…}`.
+    pub fn values_json(&self) -> &[u8] {
+        self.json
+            .get(self.values_at..self.json.len().saturating_sub(1))
+            .unwrap_or_default()
+    }
+
+    /// A stable 64-bit hash of the values the record sets (xxh3 of their JSON): equal hashes
+    /// mean nothing to push again.
+    pub fn values_hash(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.values_json())
+    }
+
     /// Adds one to `counts[i]` for each field `i` this record gives a value (not null).
     pub fn count_values(&self, counts: &mut [u64]) {
-        for (n, v) in counts.iter_mut().zip(&self.values) {
-            if v.as_ref().is_some_and(|v| !v.is_null()) {
+        for (n, present) in counts.iter_mut().zip(&self.present) {
+            if *present {
                 *n += 1;
             }
         }
     }
+}
+
+/// Serializes records as Pendo's body: `[{"visitorId": …, "values": {…}}, …]`.
+pub fn write_batch(records: &[Record], out: &mut Vec<u8>) {
+    out.reserve(records.iter().map(|r| r.json.len() + 1).sum::<usize>() + 1);
+    out.push(b'[');
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&record.json);
+    }
+    out.push(b']');
 }
 
 /// Why a user cannot be sent.
@@ -159,34 +210,84 @@ pub enum Unsendable {
     BadValue { visitor_id: String, message: String },
 }
 
+/// Where a page's users keep a mapping's attributes and the visitor ID: found once a page.
+#[derive(Debug, Clone)]
+pub struct Located {
+    visitor_id: Locator,
+    fields: Vec<Locator>,
+}
+
 impl Mapping {
     /// Builds a mapping; fields are kept sorted by name so output is stable.
     pub fn new(mut fields: Vec<FieldMapping>) -> Self {
         fields.sort_by(|a, b| a.field.cmp(&b.field));
-        Mapping { fields }
+        let keys = fields
+            .iter()
+            .map(|f| {
+                let mut key = serde_json::to_vec(&f.field).unwrap_or_default();
+                key.push(b':');
+                key.into_boxed_slice()
+            })
+            .collect();
+        Mapping { fields, keys }
     }
 
     pub fn fields(&self) -> &[FieldMapping] {
         &self.fields
     }
 
-    /// The record a user becomes: its visitor ID and each field's coerced value (`None`: left
-    /// out of the record). A user without a visitor ID, or with a value its type cannot take,
-    /// cannot be sent, and says why.
-    pub fn map_user(
+    /// The paths a user is read at for this mapping: each field's, then the visitor ID's.
+    pub fn paths<'a>(
+        &'a self,
+        visitor_id_key: &'a AttributePath,
+    ) -> impl Iterator<Item = &'a AttributePath> {
+        self.fields
+            .iter()
+            .map(|f| &f.path)
+            .chain(std::iter::once(visitor_id_key))
+    }
+
+    /// Where `users` keep this mapping's attributes and the visitor ID.
+    pub fn locate(&self, users: &Users, visitor_id_key: &AttributePath) -> Located {
+        Located {
+            visitor_id: users.locate(visitor_id_key),
+            fields: self.fields.iter().map(|f| users.locate(&f.path)).collect(),
+        }
+    }
+
+    /// The record a user becomes: its visitor ID and each field's coerced value (left out, or
+    /// null, when it has none, as `on_null` says). A user without a visitor ID, or with a
+    /// value its type cannot take, cannot be sent, and says why.
+    pub fn map(
         &self,
-        user: &Value,
-        visitor_id_key: &AttributePath,
+        user: &User<'_>,
+        at: &Located,
         on_null: OnNull,
     ) -> Result<Record, Unsendable> {
-        let visitor_id = visitor_id(user, visitor_id_key).ok_or(Unsendable::NoVisitorId)?;
-        let mut values = Vec::with_capacity(self.fields.len());
-        for f in &self.fields {
-            let value = match coerce(f.path.lookup(user), f.ty) {
-                Ok(Some(v)) => Some(v),
-                Ok(None) => match on_null {
-                    OnNull::Skip => None,
-                    OnNull::Clear => Some(Value::Null),
+        let visitor_id = visitor_id(user.get(&at.visitor_id)).ok_or(Unsendable::NoVisitorId)?;
+        let mut json = Vec::with_capacity(48 + visitor_id.len() + 32 * self.fields.len());
+        json.extend_from_slice(b"{\"visitorId\":");
+        write_json(&mut json, visitor_id.as_str());
+        json.extend_from_slice(b",\"values\":");
+        let values_at = json.len();
+        json.push(b'{');
+        let mut present = vec![false; self.fields.len()].into_boxed_slice();
+        let mut empty = true;
+        for (i, (f, key)) in self.fields.iter().zip(&self.keys).enumerate() {
+            let mark = json.len();
+            if !empty {
+                json.push(b',');
+            }
+            json.extend_from_slice(key);
+            let field = at.fields.get(i).map_or(Field::Absent, |at| user.get(at));
+            match write_coerced(field, f.ty, &mut json) {
+                Ok(true) => present[i] = true,
+                Ok(false) => match on_null {
+                    OnNull::Clear => json.extend_from_slice(b"null"),
+                    OnNull::Skip => {
+                        json.truncate(mark);
+                        continue;
+                    }
                 },
                 Err(why) => {
                     return Err(Unsendable::BadValue {
@@ -194,61 +295,153 @@ impl Mapping {
                         visitor_id,
                     });
                 }
-            };
-            values.push(value);
+            }
+            empty = false;
         }
-        Ok(Record { visitor_id, values })
+        json.extend_from_slice(b"}}");
+        Ok(Record {
+            visitor_id,
+            json: json.into_boxed_slice(),
+            values_at,
+            present,
+        })
     }
 
-    /// Serializes records as Pendo's body: `[{"visitorId": …, "values": {…}}, …]`.
-    pub fn write_batch(&self, records: &[Record], out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(
-            out,
-            &BatchSer {
-                mapping: self,
-                records,
-            },
-        )
-    }
-
-    /// A stable 64-bit hash of the values a record would set (xxh3 of their JSON): equal
-    /// hashes mean nothing to push again.
-    pub fn values_hash(&self, record: &Record) -> u64 {
-        self.values_hash_in(record, &mut Vec::with_capacity(128))
-    }
-
-    /// [`values_hash`](Self::values_hash), serializing into `scratch` (cleared first): a
-    /// buffer kept across records saves allocating one per record.
-    pub fn values_hash_in(&self, record: &Record, scratch: &mut Vec<u8>) -> u64 {
-        scratch.clear();
-        let ser = RecordSer {
-            mapping: self,
-            record,
-        };
-        // Serializing values that are already JSON cannot fail.
-        let _ = serde_json::to_writer(&mut *scratch, &ValuesSer(&ser));
-        xxhash_rust::xxh3::xxh3_64(scratch)
-    }
-
-    /// Serializes one record as a JSON object (a line of `--dry-run` output).
-    pub fn write_record(&self, record: &Record, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(
-            out,
-            &RecordSer {
-                mapping: self,
-                record,
-            },
-        )
+    /// [`map`](Self::map) for one user given as a value (as `explain` has it): read as a run
+    /// reads it, through a projection of this mapping's paths.
+    pub fn map_user(
+        &self,
+        user: &Value,
+        visitor_id_key: &AttributePath,
+        on_null: OnNull,
+    ) -> Result<Record, Unsendable> {
+        let projection = Arc::new(Projection::of(self.paths(visitor_id_key)));
+        // A value always serializes, and what serde_json writes it reads back.
+        let users = Users::of_values(&projection, std::slice::from_ref(user))
+            .map_err(|_| Unsendable::NoVisitorId)?;
+        let at = self.locate(&users, visitor_id_key);
+        match users.iter().next() {
+            Some(u) => self.map(&u, &at, on_null),
+            None => Err(Unsendable::NoVisitorId),
+        }
     }
 }
 
+/// Writes a string as JSON.
+fn write_json(out: &mut Vec<u8>, s: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// The visitor ID: a non-empty string, or a number written as text.
-fn visitor_id(user: &Value, key: &AttributePath) -> Option<String> {
-    match key.lookup(user)? {
+fn visitor_id(field: Field<'_>) -> Option<String> {
+    match field {
+        Field::Absent => None,
+        Field::Raw(raw) => match raw_str(raw) {
+            Some(s) if !s.trim().is_empty() => Some(s.to_owned()),
+            Some(_) => None,
+            None if plain_number(raw) => Some(raw.to_owned()),
+            None => visitor_id_of(&serde_json::from_str(raw).ok()?),
+        },
+        Field::Value(v) => visitor_id_of(&v),
+    }
+}
+
+fn visitor_id_of(value: &Value) -> Option<String> {
+    match value {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The text of a JSON string literal that has no escapes (it is sent as it is written).
+pub(crate) fn raw_str(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// A JSON number without an exponent: serde_json keeps its text as written (an exponent it
+/// writes its own way, `1e+3`).
+fn plain_number(raw: &str) -> bool {
+    raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && !raw.contains(['e', 'E'])
+}
+
+/// Writes a field's value coerced to `ty`: `Ok(true)` when it wrote one, `Ok(false)` when the
+/// field has none (null, absent, or blank for a type other than text). The JSON a value is
+/// written as is what serializing [`coerce`]'s result writes: values as Okta usually sends
+/// them (strings without escapes, plain numbers, null) are written straight from the page's
+/// text; anything else goes through [`coerce`].
+fn write_coerced(field: Field<'_>, ty: ValueType, out: &mut Vec<u8>) -> Result<bool, String> {
+    let value = match field {
+        Field::Absent => return Ok(false),
+        Field::Raw(raw) => {
+            if let Some(written) = write_plain(raw, ty, out) {
+                return Ok(written);
+            }
+            serde_json::from_str::<Value>(raw).map_err(|e| e.to_string())?
+        }
+        Field::Value(v) => v,
+    };
+    match coerce(Some(&value), ty)? {
+        Some(v) => {
+            // Serializing a value to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &v);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// [`write_coerced`] for the JSON text Okta usually sends, without building a value: `None`
+/// leaves it to [`coerce`] (anything else, and anything that is refused, for its message).
+fn write_plain(raw: &str, ty: ValueType, out: &mut Vec<u8>) -> Option<bool> {
+    if raw == "null" {
+        return Some(false);
+    }
+    if let Some(s) = raw_str(raw) {
+        if ty == ValueType::Text {
+            out.extend_from_slice(raw.as_bytes());
+            return Some(true);
+        }
+        let t = s.trim();
+        if t.is_empty() {
+            return Some(false);
+        }
+        match ty {
+            ValueType::Number => write_int(out, t.parse().ok()?),
+            ValueType::Date => write_int(out, date_text(s).ok()?),
+            ValueType::Boolean => write_bool(out, boolean_text(s).ok()?),
+            ValueType::Text => {}
+        }
+        return Some(true);
+    }
+    if plain_number(raw) {
+        match ty {
+            ValueType::Text => {
+                out.push(b'"');
+                out.extend_from_slice(raw.as_bytes());
+                out.push(b'"');
+            }
+            ValueType::Number if raw.parse::<f64>().is_ok_and(f64::is_finite) => {
+                out.extend_from_slice(raw.as_bytes());
+            }
+            ValueType::Date => write_int(out, raw.parse().ok()?),
+            ValueType::Number | ValueType::Boolean => return None,
+        }
+        return Some(true);
+    }
+    None
+}
+
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+fn write_bool(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
 /// Coerces an Okta attribute to a Pendo type. `Ok(None)` means "no value" (null, absent, or an
@@ -317,11 +510,7 @@ fn number(value: &Value) -> Result<Number, String> {
 fn boolean(value: &Value) -> Result<bool, String> {
     match value {
         Value::Bool(b) => Ok(*b),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" => Ok(true),
-            "false" | "no" | "0" => Ok(false),
-            _ => Err(format!("\"{}\" is not a boolean", short(s))),
-        },
+        Value::String(s) => boolean_text(s),
         Value::Number(n) => match n.as_i64() {
             Some(1) => Ok(true),
             Some(0) => Ok(false),
@@ -331,26 +520,38 @@ fn boolean(value: &Value) -> Result<bool, String> {
     }
 }
 
+/// A boolean written as text: true/yes/1 or false/no/0, in any case.
+fn boolean_text(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("\"{}\" is not a boolean", short(s))),
+    }
+}
+
+/// A date written as text (RFC 3339, or YYYY-MM-DD for midnight UTC), in Unix milliseconds.
+fn date_text(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .map(|d| {
+            d.and_time(chrono::NaiveTime::MIN)
+                .and_utc()
+                .timestamp_millis()
+        })
+        .map_err(|_| {
+            format!(
+                "\"{}\" is not a date (expected RFC 3339 or YYYY-MM-DD)",
+                short(s)
+            )
+        })
+}
+
 fn date_millis(value: &Value) -> Result<i64, String> {
     match value {
-        Value::String(s) => {
-            let t = s.trim();
-            if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
-                return Ok(dt.timestamp_millis());
-            }
-            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .map(|d| {
-                    d.and_time(chrono::NaiveTime::MIN)
-                        .and_utc()
-                        .timestamp_millis()
-                })
-                .map_err(|_| {
-                    format!(
-                        "\"{}\" is not a date (expected RFC 3339 or YYYY-MM-DD)",
-                        short(s)
-                    )
-                })
-        }
+        Value::String(s) => date_text(s),
         Value::Number(n) => n
             .as_i64()
             .ok_or_else(|| format!("{n} is not a whole number of milliseconds")),
@@ -377,53 +578,6 @@ fn short(s: &str) -> String {
     } else {
         let cut: String = s.chars().take(MAX).collect();
         format!("{cut}…")
-    }
-}
-
-struct BatchSer<'a> {
-    mapping: &'a Mapping,
-    records: &'a [Record],
-}
-
-impl Serialize for BatchSer<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.records.len()))?;
-        for record in self.records {
-            seq.serialize_element(&RecordSer {
-                mapping: self.mapping,
-                record,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-struct RecordSer<'a> {
-    mapping: &'a Mapping,
-    record: &'a Record,
-}
-
-impl Serialize for RecordSer<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Record", 2)?;
-        st.serialize_field("visitorId", &self.record.visitor_id)?;
-        st.serialize_field("values", &ValuesSer(self))?;
-        st.end()
-    }
-}
-
-struct ValuesSer<'a>(&'a RecordSer<'a>);
-
-impl Serialize for ValuesSer<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let RecordSer { mapping, record } = self.0;
-        let mut map = s.serialize_map(None)?;
-        for (f, v) in mapping.fields.iter().zip(&record.values) {
-            if let Some(v) = v {
-                map.serialize_entry(&f.field, v)?;
-            }
-        }
-        map.end()
     }
 }
 
@@ -525,12 +679,16 @@ mod tests {
         assert_eq!(coerce(Some(&json!("1.50")), Number), Ok(Some(json!(1.5))));
         // The hash of a number is the hash of its text.
         let m = mapping(&[("a", "x", Number)]);
-        let rec = Record {
-            visitor_id: "v".into(),
-            values: vec![Some(n("1.50"))],
-        };
+        let rec = m
+            .map_user(
+                &json!({"x": n("1.50"), "id": "v"}),
+                &path("id"),
+                OnNull::Skip,
+            )
+            .unwrap();
+        assert_eq!(rec.values_json(), br#"{"a":1.50}"#);
         assert_eq!(
-            m.values_hash(&rec),
+            rec.values_hash(),
             xxhash_rust::xxh3::xxh3_64(br#"{"a":1.50}"#)
         );
     }
@@ -544,37 +702,60 @@ mod tests {
         let user = json!({"lastLogin": null, "profile": {"login": "a@x", "department": "R&D"}});
         let key = path("profile.login");
         let skip = m.map_user(&user, &key, OnNull::Skip).unwrap();
-        let mut out = Vec::new();
-        m.write_record(&skip, &mut out).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8_lossy(skip.json()),
             r#"{"visitorId":"a@x","values":{"department":"R&D"}}"#
         );
+        let mut counts = [0, 0];
+        skip.count_values(&mut counts);
+        assert_eq!(counts, [1, 0]);
         let clear = m.map_user(&user, &key, OnNull::Clear).unwrap();
+        let mut counts = [0, 0];
+        clear.count_values(&mut counts);
+        assert_eq!(counts, [1, 0], "a null sent is not a value");
         let mut out = Vec::new();
-        m.write_batch(&[clear], &mut out).unwrap();
+        write_batch(&[skip, clear], &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"[{"visitorId":"a@x","values":{"department":"R&D","last_login":null}}]"#
+            concat!(
+                r#"[{"visitorId":"a@x","values":{"department":"R&D"}},"#,
+                r#"{"visitorId":"a@x","values":{"department":"R&D","last_login":null}}]"#
+            )
+        );
+        // Nothing to send still makes an object; a visitor ID is written as JSON escapes it.
+        let odd = json!({"profile": {"login": "a\"b\u{1}"}});
+        let rec = m.map_user(&odd, &key, OnNull::Skip).unwrap();
+        assert_eq!(rec.visitor_id, "a\"b\u{1}");
+        assert_eq!(
+            String::from_utf8_lossy(rec.json()),
+            r#"{"visitorId":"a\"b\u0001","values":{}}"#
         );
     }
 
     #[test]
     fn values_hash_follows_the_values_only() {
         let m = mapping(&[("a", "x", ValueType::Text), ("b", "y", ValueType::Number)]);
-        let rec = |id: &str, a: Value, b: Option<Value>| Record {
-            visitor_id: id.into(),
-            values: vec![Some(a), b],
+        let hash = |id: &str, user: Value, on_null| {
+            let mut user = user;
+            user["id"] = json!(id);
+            m.map_user(&user, &path("id"), on_null)
+                .unwrap()
+                .values_hash()
         };
-        let h = m.values_hash(&rec("v1", json!("x"), Some(json!(1))));
-        assert_eq!(h, m.values_hash(&rec("v2", json!("x"), Some(json!(1)))));
-        assert_ne!(h, m.values_hash(&rec("v1", json!("x"), Some(json!(2)))));
-        assert_ne!(h, m.values_hash(&rec("v1", json!("x"), None)));
-        assert_ne!(h, m.values_hash(&rec("v1", json!("x"), Some(Value::Null))));
+        let h = hash("v1", json!({"x": "x", "y": 1}), OnNull::Skip);
+        assert_eq!(h, hash("v2", json!({"x": "x", "y": 1}), OnNull::Skip));
+        assert_eq!(h, hash("v2", json!({"x": "x", "y": "1"}), OnNull::Skip));
+        assert_ne!(h, hash("v1", json!({"x": "x", "y": 2}), OnNull::Skip));
+        assert_ne!(h, hash("v1", json!({"x": "x"}), OnNull::Skip));
+        assert_ne!(h, hash("v1", json!({"x": "x"}), OnNull::Clear));
         // Stable across builds: state files keep these.
         assert_eq!(
-            m.values_hash(&rec("v", json!("x"), None)),
+            hash("v", json!({"x": "x"}), OnNull::Skip),
             xxhash_rust::xxh3::xxh3_64(br#"{"a":"x"}"#)
+        );
+        assert_eq!(
+            hash("v", json!({"x": "x", "y": 2}), OnNull::Skip),
+            xxhash_rust::xxh3::xxh3_64(br#"{"a":"x","b":2}"#)
         );
     }
 

@@ -21,7 +21,7 @@ use url::Url;
 use super::auth::{Auth, Credentials, OAuth, Retry, SetupError};
 use super::link;
 use super::pacer::{Budget, Pacer};
-use super::projection::Projection;
+use super::projection::{Projection, Users};
 use crate::config::{OktaCredentials, OktaSettings, UserScope};
 use crate::http;
 use crate::metrics::{Metrics, Service};
@@ -120,7 +120,8 @@ impl OktaError {
 /// One page of users and where the next one is.
 #[derive(Debug)]
 pub struct Page {
-    pub users: Vec<Value>,
+    /// The page's users, as the client's projection keeps them.
+    pub users: Users,
     /// The next page, none at the end, or why its link was refused (the users of this page are
     /// still good).
     pub next: Result<Option<Url>, OktaError>,
@@ -237,7 +238,7 @@ pub struct OktaClient {
     page_size: u32,
     pacer: Pacer,
     metrics: Arc<Metrics>,
-    projection: Projection,
+    projection: Arc<Projection>,
     /// The size of the last page body read: room reserved for the next one.
     last_page_bytes: AtomicUsize,
 }
@@ -278,14 +279,14 @@ impl OktaClient {
             page_size: settings.page_size,
             pacer: Pacer::new(settings.rate_limit_share),
             metrics,
-            projection: Projection::everything(),
+            projection: Arc::new(Projection::everything()),
             last_page_bytes: AtomicUsize::new(0),
         })
     }
 
     /// Keeps only these attributes of each user (the rest is skipped while parsing).
     pub fn with_projection(mut self, projection: Projection) -> Self {
-        self.projection = projection;
+        self.projection = Arc::new(projection);
         self
     }
 
@@ -486,7 +487,7 @@ impl OktaClient {
             .append_pair("search", &format!("profile.{attribute} eq \"{quoted}\""))
             .append_pair("limit", &limit.min(self.page_size).to_string());
         let page = self.page(&url).await?;
-        Ok((page.users, matches!(page.next, Ok(Some(_)))))
+        Ok((page.users.values(), matches!(page.next, Ok(Some(_)))))
     }
 
     /// One try at one user: as [`try_page`](Self::try_page), but the body is one object.
@@ -764,27 +765,25 @@ impl OktaClient {
             path: path.into(),
             detail,
         };
-        let body = &fetched.body;
-        let is_array = body
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'[');
-        let users: Vec<Value> = if is_array {
-            self.projection
-                .parse_users(body, self.page_size as usize)
-                .map_err(|e| malformed(format!("not a page of users: {e}")))?
-        } else {
-            return Err(malformed(format!(
-                "expected a JSON array of users, got {}",
-                json_kind(body)
-            )));
-        };
         let date = fetched
             .headers
             .get(DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .map(chrono::DateTime::<chrono::Utc>::from);
+        let body = fetched.body;
+        let is_array = body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'[');
+        if !is_array {
+            return Err(malformed(format!(
+                "expected a JSON array of users, got {}",
+                json_kind(&body)
+            )));
+        }
+        let users = Users::parse(&self.projection, body, self.page_size as usize)
+            .map_err(|e| malformed(format!("not a page of users: {e}")))?;
         Ok(Page { users, next, date })
     }
 

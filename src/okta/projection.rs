@@ -1,123 +1,347 @@
-//! Reading only what a run needs from each Okta user: a page is parsed into users that keep
-//! just the attributes on the mapped paths (plus `id` and `status`), skipping the rest without
-//! building it. A full user object is about 1 KB; a run reads a handful of its fields.
+//! Reading only what a run needs from each Okta user. A page is parsed once, and for each user
+//! the projection notes where, in the page's text, the value at each mapped path is (plus `id`
+//! and `status`); everything else is skipped without being built. Nothing is copied out of
+//! the page: a full user is about 1 KB, a run reads a handful of its values, and it reads them
+//! as the JSON text Okta wrote (numbers digit for digit).
 //!
-//! Numbers keep the text Okta wrote (serde_json's `arbitrary_precision`), so a value read here
-//! is the same, digit for digit, as one read by a full parse.
+//! The parse is serde_json's: a page is checked as strictly as a full parse checks it (its
+//! syntax, every string's escapes and control characters, every key, and the UTF-8 of what is
+//! kept), and a value found here reads the same as in a full parse.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
-use crate::mapping::AttributePath;
+use crate::mapping::{AttributePath, lookup_in};
 
-/// The attribute paths to keep, as a tree of object keys.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The attribute paths to keep, as a tree of object keys. Each kept value has a slot: its
+/// place among a user's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
-    /// Keep this value whole (a path ends here).
-    whole: bool,
+    root: Node,
+    /// How many values each user keeps.
+    slots: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    /// Keep this value whole, in this slot (a path ends here; a longer path through it is read
+    /// from it).
+    slot: Option<usize>,
     /// The keys to look into, each once, in the order first named. A handful at most: a scan
     /// that compares lengths first beats a tree of strings here.
-    children: Vec<(String, Projection)>,
+    children: Vec<(Box<str>, Node)>,
+    /// The slots at and below this node. A key met twice in an object counts as its last
+    /// value, as in a full parse: meeting the node again clears them first.
+    slots: Range<usize>,
+}
+
+/// Where a path's value is among a user's kept values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locator {
+    /// In this slot.
+    Slot(usize),
+    /// Below the value in this slot, at these keys (a path through a value kept whole).
+    Within(usize, Box<[Box<str>]>),
+    /// Nowhere: the projection does not read this path.
+    NotRead,
 }
 
 impl Projection {
-    /// Keeps everything (no projection).
+    /// Keeps everything: each user whole, in slot 0.
     pub fn everything() -> Self {
         Projection {
-            whole: true,
-            children: Vec::new(),
+            root: Node {
+                slot: Some(0),
+                children: Vec::new(),
+                slots: 0..1,
+            },
+            slots: 1,
         }
     }
 
     /// Keeps the values at these paths, and everything below them.
     pub fn of<'a>(paths: impl IntoIterator<Item = &'a AttributePath>) -> Self {
-        let mut root = Projection::default();
+        let mut root = Node::default();
         for path in paths {
             let mut node = &mut root;
-            for seg in path.as_str().split('.') {
+            for seg in path.segments() {
                 let at = match node.children.iter().position(|(k, _)| k == seg) {
                     Some(at) => at,
                     None => {
-                        node.children.push((seg.to_owned(), Projection::default()));
+                        node.children.push((seg.clone(), Node::default()));
                         node.children.len() - 1
                     }
                 };
                 node = &mut node.children[at].1;
             }
-            node.whole = true;
+            node.slot = Some(0);
         }
-        root
+        let slots = root.number(0);
+        Projection { root, slots }
     }
 
-    /// Parses a page (a JSON array of users), keeping only the projected attributes.
-    pub fn parse_page(&self, body: &[u8]) -> serde_json::Result<Vec<Value>> {
-        self.parse_users(body, usize::MAX)
+    /// Where the value at `path` is kept.
+    pub fn locate(&self, path: &AttributePath) -> Locator {
+        let segments = path.segments();
+        let mut node = &self.root;
+        for (i, seg) in segments.iter().enumerate() {
+            if let Some(slot) = node.slot {
+                return Locator::Within(slot, segments[i..].into());
+            }
+            match node.children.iter().find(|(k, _)| k == seg) {
+                Some((_, child)) => node = child,
+                None => return Locator::NotRead,
+            }
+        }
+        node.slot.map_or(Locator::NotRead, Locator::Slot)
+    }
+}
+
+impl Node {
+    /// Numbers the kept values below this node in order from `next`, dropping the paths below
+    /// a value kept whole; returns the next free slot.
+    fn number(&mut self, next: usize) -> usize {
+        let end = if self.slot.is_some() {
+            self.children.clear();
+            self.slot = Some(next);
+            next + 1
+        } else {
+            self.children
+                .iter_mut()
+                .fold(next, |at, (_, child)| child.number(at))
+        };
+        self.slots = next..end;
+        end
     }
 
-    /// Parses a page as Okta sends it, at most `max_users` users (the request's `limit`),
-    /// keeping only the projected attributes. One element too many stops the parse there: a
-    /// page of tiny elements (`[0,0,0,...]`) cannot turn into millions of values.
-    pub fn parse_users(&self, body: &[u8], max_users: usize) -> serde_json::Result<Vec<Value>> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let users = de.deserialize_seq(PageVisitor {
-            projection: self,
-            max_users,
-        })?;
-        de.end()?;
-        Ok(users)
+    /// What to keep of the value under `key` (its raw bytes), if anything.
+    fn child(&self, key: &[u8]) -> Option<&Node> {
+        self.children
+            .iter()
+            .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key)
+            .map(|(_, n)| n)
+    }
+}
+
+/// Where a kept value is in the page's text; empty when the user has none there (a JSON value
+/// is never empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// The users of one page, read through a projection: the page's text, and for each user where
+/// each of its kept values is in it.
+#[derive(Debug)]
+pub struct Users {
+    projection: Arc<Projection>,
+    body: Vec<u8>,
+    /// `projection.slots` spans per user.
+    spans: Vec<Span>,
+    count: usize,
+}
+
+/// A kept value of one user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'u> {
+    /// The user has no value there.
+    Absent,
+    /// The JSON text of the value, as the page has it.
+    Raw(&'u str),
+    /// The value, read out of a larger value kept whole.
+    Value(Value),
+}
+
+/// One user of a page.
+#[derive(Debug, Clone, Copy)]
+pub struct User<'u> {
+    users: &'u Users,
+    spans: &'u [Span],
+}
+
+impl Users {
+    /// Parses a page as Okta sends it (a JSON array of users), at most `max_users` users (the
+    /// request's `limit`), noting where the projected values are. One element too many stops
+    /// the parse there: a page of tiny elements (`[0,0,0,...]`) cannot turn into millions of
+    /// users.
+    pub fn parse(
+        projection: &Arc<Projection>,
+        body: Vec<u8>,
+        max_users: usize,
+    ) -> serde_json::Result<Self> {
+        let mut spans = Vec::with_capacity(projection.slots * max_users.min(1000));
+        let count = {
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let count = de.deserialize_seq(PageVisitor {
+                root: &projection.root,
+                slots: projection.slots,
+                base: body.as_ptr() as usize,
+                spans: &mut spans,
+                max_users,
+            })?;
+            de.end()?;
+            count
+        };
+        Ok(Users {
+            projection: projection.clone(),
+            body,
+            spans,
+            count,
+        })
+    }
+
+    /// Users given as values, read through `projection` as a page holding them would be.
+    pub fn of_values(projection: &Arc<Projection>, users: &[Value]) -> serde_json::Result<Self> {
+        Users::parse(projection, serde_json::to_vec(users)?, users.len())
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Where the value at `path` is kept.
+    pub fn locate(&self, path: &AttributePath) -> Locator {
+        self.projection.locate(path)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = User<'_>> {
+        let per_user = self.projection.slots;
+        (0..self.count).map(move |i| User {
+            users: self,
+            spans: &self.spans[i * per_user..(i + 1) * per_user],
+        })
+    }
+
+    /// Each user as a value holding what was kept of it; an object on the way to a kept value
+    /// is there when something below it was kept.
+    pub fn values(&self) -> Vec<Value> {
+        self.iter().map(|u| u.to_value()).collect()
+    }
+}
+
+impl<'u> User<'u> {
+    /// The JSON text in `slot`, if the user has a value there.
+    pub fn raw(&self, slot: usize) -> Option<&'u str> {
+        let span = *self.spans.get(slot)?;
+        if span.start == span.end {
+            return None;
+        }
+        // The parse checked it as UTF-8 already.
+        std::str::from_utf8(self.users.body.get(span.start..span.end)?).ok()
+    }
+
+    /// The value `at` (found by [`Users::locate`]).
+    pub fn get(&self, at: &Locator) -> Field<'u> {
+        match at {
+            Locator::Slot(slot) => self.raw(*slot).map_or(Field::Absent, Field::Raw),
+            Locator::Within(slot, rest) => self
+                .raw(*slot)
+                .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+                .and_then(|whole| lookup_in(&whole, rest).cloned())
+                .map_or(Field::Absent, Field::Value),
+            Locator::NotRead => Field::Absent,
+        }
+    }
+
+    /// What was kept of this user, as a value.
+    pub fn to_value(&self) -> Value {
+        self.value_of(&self.users.projection.root)
+            .unwrap_or_else(|| Value::Object(Map::new()))
+    }
+
+    fn value_of(&self, node: &Node) -> Option<Value> {
+        if let Some(slot) = node.slot {
+            return serde_json::from_str(self.raw(slot)?).ok();
+        }
+        let object: Map<String, Value> = node
+            .children
+            .iter()
+            .filter_map(|(k, child)| Some((k.to_string(), self.value_of(child)?)))
+            .collect();
+        (!object.is_empty()).then_some(Value::Object(object))
     }
 }
 
 struct PageVisitor<'p> {
-    projection: &'p Projection,
+    root: &'p Node,
+    slots: usize,
+    /// Where the page's text starts in memory: a kept value's span is its offset from here.
+    base: usize,
+    spans: &'p mut Vec<Span>,
     max_users: usize,
 }
 
 impl<'de> Visitor<'de> for PageVisitor<'_> {
-    type Value = Vec<Value>;
+    type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON array of users")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
-        let mut users = Vec::with_capacity(self.max_users.min(1000));
-        while let Some(user) = seq.next_element_seed(self.projection)? {
-            if users.len() == self.max_users {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut count = 0;
+        loop {
+            let at = self.spans.len();
+            self.spans.resize(at + self.slots, Span::default());
+            let user = NodeSeed {
+                node: self.root,
+                base: self.base,
+                spans: &mut self.spans[at..],
+            };
+            if seq.next_element_seed(user)?.is_none() {
+                self.spans.truncate(at);
+                return Ok(count);
+            }
+            if count == self.max_users {
                 return Err(A::Error::custom(format_args!(
                     "more than the {} users a page may hold",
                     self.max_users
                 )));
             }
-            users.push(user);
+            count += 1;
         }
-        Ok(users)
     }
 }
 
-impl Projection {
-    /// What to keep of the value under `key` (its raw bytes), if anything.
-    fn child(&self, key: &[u8]) -> Option<(&str, &Projection)> {
-        self.children
-            .iter()
-            .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key)
-            .map(|(k, p)| (k.as_str(), p))
-    }
+/// Reads one value at a node of the projection into a user's spans.
+struct NodeSeed<'n, 's> {
+    node: &'n Node,
+    base: usize,
+    spans: &'s mut [Span],
 }
 
-impl<'de> DeserializeSeed<'de> for &Projection {
-    type Value = Value;
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        if self.whole {
-            serde::Deserialize::deserialize(d)
-        } else {
-            d.deserialize_any(Projector(self))
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if let Some(slot) = self.node.slot {
+            let raw: &'de RawValue = serde::Deserialize::deserialize(d)?;
+            let text = raw.get();
+            let start = (text.as_ptr() as usize).wrapping_sub(self.base);
+            if let Some(span) = self.spans.get_mut(slot) {
+                *span = Span {
+                    start,
+                    end: start + text.len(),
+                };
+            }
+            return Ok(());
         }
+        if let Some(below) = self.spans.get_mut(self.node.slots.clone()) {
+            below.fill(Span::default());
+        }
+        d.deserialize_any(self)
     }
 }
 
@@ -126,34 +350,6 @@ impl<'de> DeserializeSeed<'de> for &Projection {
 /// `Value` reads it the same way (and so also takes an object whose first key is this for a
 /// number); the unit tests below fail if serde_json ever changes it.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
-
-/// Builds a value, keeping only the projected keys of objects.
-struct Projector<'p>(&'p Projection);
-
-/// An object key, borrowed from the input when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
 
 /// An object key as the bytes it decodes to (escapes resolved), borrowed from the input when it
 /// has none: looked up without building a `str`. It is still checked as a JSON string is: no
@@ -205,78 +401,70 @@ fn checked_utf8<E: serde::de::Error>(v: &[u8]) -> Result<(), E> {
     }
 }
 
-impl<'de> Visitor<'de> for Projector<'_> {
-    type Value = Value;
+/// Reads the value at a node that keeps nothing itself: an object is looked into; anything
+/// else (a number, a string, a list...) is skipped, and the paths through it find nothing, as
+/// they would in the whole value.
+impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut first = true;
         while let Some(RawKey(key)) = map.next_key::<RawKey<'de>>()? {
             if first && *key == *NUMBER_TOKEN.as_bytes() {
-                let text: Cow<'de, str> = map.next_value::<Key<'de>>()?.0;
-                return text
-                    .parse::<Number>()
-                    .map(Value::Number)
-                    .map_err(A::Error::custom);
+                // A number, which keeps nothing here.
+                map.next_value::<IgnoredAny>()?;
+                return Ok(());
             }
             first = false;
-            match self.0.child(&key) {
-                Some((name, child)) => {
-                    let value = map.next_value_seed(child)?;
-                    out.insert(name.to_owned(), value);
-                }
+            match self.node.child(&key) {
+                Some(child) => map.next_value_seed(NodeSeed {
+                    node: child,
+                    base: self.base,
+                    spans: &mut *self.spans,
+                })?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Value::Object(out))
+        Ok(())
     }
 
-    // Anything but an object is kept as it is: a path that expected an object finds nothing
-    // there, exactly as it would in the whole value.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -287,6 +475,21 @@ mod tests {
 
     fn paths(p: &[&str]) -> Vec<AttributePath> {
         p.iter().map(|s| AttributePath::parse(s).unwrap()).collect()
+    }
+
+    trait ParsePage {
+        fn parse_page(&self, body: &[u8]) -> serde_json::Result<Vec<Value>>;
+        fn parse_users(&self, body: &[u8], max: usize) -> serde_json::Result<Users>;
+    }
+
+    impl ParsePage for Projection {
+        /// What a page keeps, as values.
+        fn parse_page(&self, body: &[u8]) -> serde_json::Result<Vec<Value>> {
+            Ok(self.parse_users(body, usize::MAX)?.values())
+        }
+        fn parse_users(&self, body: &[u8], max: usize) -> serde_json::Result<Users> {
+            Users::parse(&Arc::new(self.clone()), body.to_vec(), max)
+        }
     }
 
     #[test]
@@ -302,7 +505,8 @@ mod tests {
             users,
             vec![
                 json!({"id":"00u1","lastLogin":null,"profile":{"login":"a@x","department":"R&D"}}),
-                json!({"id":"00u2","profile":"not an object","lastLogin":["x"]}),
+                // A path through what is not an object finds nothing.
+                json!({"id":"00u2","lastLogin":["x"]}),
             ]
         );
     }
@@ -353,9 +557,14 @@ mod tests {
                 .parse_page(body.as_bytes())
                 .unwrap();
             assert_eq!(whole, full, "{lit}");
-            let expected = format!(r#"[{{"deep":{read},"n":{read},"profile":{{"t":[{read}]}}}}]"#);
+            let expected = format!(r#"[{{"n":{read},"profile":{{"t":[{read}]}}}}]"#);
             assert_eq!(serde_json::to_string(&projected).unwrap(), expected);
-            assert_eq!(projected[0]["deep"], full[0]["deep"], "{lit}");
+            let users = proj.parse_users(body.as_bytes(), 1).unwrap();
+            let user = users.iter().next().unwrap();
+            let n = users.locate(&paths(&["n"])[0]);
+            assert_eq!(user.get(&n), Field::Raw(lit), "the text as Okta wrote it");
+            let deep = users.locate(&paths(&["deep.x"])[0]);
+            assert_eq!(user.get(&deep), Field::Absent);
         }
     }
 
@@ -372,13 +581,14 @@ mod tests {
         for (lit, read) in LITERALS {
             let body = format!(r#"[{{"profile":{{"employeeNumber":{lit},"code":{lit}}}}}]"#);
             let full: Vec<Value> = serde_json::from_str(&body).unwrap();
-            let projected = proj.parse_page(body.as_bytes()).unwrap();
-            for user in [&full[0], &projected[0]] {
-                let record = mapping.map_user(user, &key, OnNull::Skip).unwrap();
+            let users = proj.parse_users(body.as_bytes(), 1).unwrap();
+            let at = mapping.locate(&users, &key);
+            let from_page = mapping.map(&users.iter().next().unwrap(), &at, OnNull::Skip);
+            for record in [mapping.map_user(&full[0], &key, OnNull::Skip), from_page] {
+                let record = record.unwrap();
                 assert_eq!(record.visitor_id, read);
-                assert_eq!(record.values, vec![Some(Value::String(read.to_owned()))]);
                 let mut out = Vec::new();
-                mapping.write_batch(&[record], &mut out).unwrap();
+                crate::mapping::write_batch(&[record], &mut out);
                 assert_eq!(
                     String::from_utf8(out).unwrap(),
                     format!(r#"[{{"visitorId":"{read}","values":{{"code":"{read}"}}}}]"#)

@@ -112,10 +112,10 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{Mapping, ValueType};
+    use crate::mapping::{Mapping, OnNull, ValueType};
     use serde_json::json;
 
-    fn fields() -> Vec<FieldMapping> {
+    fn mapping() -> Mapping {
         let f = |name: &str, path: &str| FieldMapping {
             field: name.into(),
             path: AttributePath::parse(path).unwrap(),
@@ -125,8 +125,10 @@ mod tests {
             f("department", "profile.department"),
             f("title", "profile.title"),
         ])
-        .fields()
-        .to_vec()
+    }
+
+    fn fields() -> Vec<FieldMapping> {
+        mapping().fields().to_vec()
     }
 
     fn guard(size: usize, shares: &[(&str, f64)], known: u64, create: bool) -> Guard {
@@ -142,11 +144,15 @@ mod tests {
     }
 
     fn record(i: usize, department: bool, title: bool) -> Record {
-        let v = |on: bool| on.then(|| json!("x"));
-        Record {
-            visitor_id: format!("user.{i}@company.com"),
-            values: vec![v(department), v(title)],
-        }
+        let v = |on: bool| if on { json!("x") } else { json!(null) };
+        let user = json!({"profile": {
+            "login": format!("user.{i}@company.com"),
+            "department": v(department),
+            "title": v(title),
+        }});
+        mapping()
+            .map_user(&user, &key(), OnNull::Skip)
+            .expect("a sendable user")
     }
 
     fn key() -> AttributePath {

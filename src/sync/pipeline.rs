@@ -20,8 +20,10 @@ use super::push::{Accepted, BatchOutcome, pendo_error, push_records};
 use super::seen::{SeenIds, SeenVisitors};
 use super::{Clients, Plan, RunOptions};
 use crate::config::{Settings, UserScope};
+use crate::mapping::{AttributePath, Located};
 use crate::mapping::{Mapping, Record, Unsendable};
 use crate::okta::Page;
+use crate::okta::projection::{Field, Locator, User, Users};
 use crate::pendo::PendoClient;
 use crate::report::{Stop, Tally};
 use crate::state::{State, StateError, SyncPoint};
@@ -39,8 +41,6 @@ pub(super) struct Pipeline<'s, 'w> {
     pub(super) batch: Vec<Record>,
     /// The values hash of each record in `batch`.
     pub(super) hashes: Vec<u64>,
-    /// Where each record's values are serialized to be hashed.
-    pub(super) hash_scratch: Vec<u8>,
     pub(super) state: &'s Mutex<State>,
     /// Incremental: skip users whose values match what was last pushed.
     pub(super) compare: bool,
@@ -82,6 +82,38 @@ pub(super) struct Pipeline<'s, 'w> {
     pub(super) grace_deadline: Option<Instant>,
 }
 
+/// Where a page's users keep what a run reads: the mapped attributes and the visitor ID, `id`
+/// and `status`.
+struct Where {
+    record: Located,
+    id: Locator,
+    status: Locator,
+}
+
+impl Where {
+    fn of(users: &Users, mapping: &Mapping, visitor_id_key: &AttributePath) -> Self {
+        let fixed =
+            |path: &str| AttributePath::parse(path).map_or(Locator::NotRead, |p| users.locate(&p));
+        Where {
+            record: mapping.locate(users, visitor_id_key),
+            id: fixed("id"),
+            status: fixed("status"),
+        }
+    }
+}
+
+/// A value as text, if it is a string.
+fn text_of(field: Field<'_>) -> Option<std::borrow::Cow<'_, str>> {
+    match field {
+        Field::Raw(raw) => match crate::mapping::raw_str(raw) {
+            Some(text) => Some(text.into()),
+            None => serde_json::from_str::<String>(raw).ok().map(Into::into),
+        },
+        Field::Value(Value::String(s)) => Some(s.into()),
+        Field::Value(_) | Field::Absent => None,
+    }
+}
+
 impl<'s, 'w> Pipeline<'s, 'w> {
     /// A pipeline for one run, as its plan says.
     #[allow(clippy::too_many_arguments)] // the run's whole context, handed over once
@@ -114,7 +146,6 @@ impl<'s, 'w> Pipeline<'s, 'w> {
             tally: Tally::default(),
             batch: Vec::with_capacity(batch_size),
             hashes: Vec::with_capacity(batch_size),
-            hash_scratch: Vec::with_capacity(256),
             inflight: JoinSet::new(),
             inflight_sizes: HashMap::new(),
             dry_out,
@@ -159,8 +190,13 @@ impl Pipeline<'_, '_> {
             if self.okta_clock.is_none() {
                 self.okta_clock = page.date;
             }
-            for user in page.users {
-                self.user(&user).await;
+            let at = Where::of(
+                &page.users,
+                &self.mapping,
+                &self.settings.sync.visitor_id_key,
+            );
+            for user in page.users.iter() {
+                self.user(&user, &at).await;
                 if self.stop.is_some() {
                     break 'pages;
                 }
@@ -223,23 +259,22 @@ impl Pipeline<'_, '_> {
         }
     }
 
-    async fn user(&mut self, user: &Value) {
+    async fn user(&mut self, user: &User<'_>, at: &Where) {
         if let Some(seen) = &mut self.seen
-            && let Some(id) = user.get("id").and_then(Value::as_str)
-            && !seen.first_time(id)
+            && let Some(id) = text_of(user.get(&at.id))
+            && !seen.first_time(&id)
         {
             return;
         }
         if self.drop_deprovisioned
-            && user.get("status").and_then(Value::as_str) == Some("DEPROVISIONED")
+            && text_of(user.get(&at.status)).as_deref() == Some("DEPROVISIONED")
         {
             return;
         }
         self.tally.counts.okta_users_read += 1;
-        let sync = &self.settings.sync;
         match self
             .mapping
-            .map_user(user, &sync.visitor_id_key, sync.on_null)
+            .map(user, &at.record, self.settings.sync.on_null)
         {
             Ok(record) => {
                 if !self.visitors.first_time(&record.visitor_id) {
@@ -250,7 +285,7 @@ impl Pipeline<'_, '_> {
                     self.tally.error(Some(record.visitor_id), message);
                     return;
                 }
-                let hash = self.mapping.values_hash_in(&record, &mut self.hash_scratch);
+                let hash = record.values_hash();
                 if self.compare {
                     let stored = lock(self.state).visitor_hash(&record.visitor_id);
                     match stored {
@@ -297,15 +332,9 @@ impl Pipeline<'_, '_> {
         if let Some(out) = self.dry_out.as_mut() {
             // Counted as it is computed, so the counts add up even if writing fails.
             self.tally.counts.records_processed += 1;
-            let mut line = Vec::with_capacity(256);
-            let written = self
-                .mapping
-                .write_record(&record, &mut line)
-                .map_err(std::io::Error::from)
-                .and_then(|()| {
-                    line.push(b'\n');
-                    out.write_all(&line)
-                });
+            let written = out
+                .write_all(record.json())
+                .and_then(|()| out.write_all(b"\n"));
             if let Err(e) = written {
                 self.output_failed(e);
             }

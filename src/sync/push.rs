@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::mapping::{Mapping, Record};
+use crate::mapping::{Mapping, Record, write_batch};
 use crate::pendo::{PendoClient, PendoError, PushResponse};
 
 /// What pushing one batch (and its halves, after a 408) came to.
@@ -31,12 +31,8 @@ pub(super) async fn push_records(
     hashes: &[u64],
     out: &mut BatchOutcome,
 ) {
-    let mut body = Vec::with_capacity(records.len() * 128);
-    if let Err(e) = mapping.write_batch(records, &mut body) {
-        let detail = format!("cannot serialize the batch: {e}");
-        failed(PendoError::Malformed { status: 0, detail }, records, out);
-        return;
-    }
+    let mut body = Vec::new();
+    write_batch(records, &mut body);
     match pendo.push(body.into()).await {
         Ok(response) => {
             out.sent += records.len() as u64;

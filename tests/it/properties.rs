@@ -10,12 +10,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use okta_pendo_sync::mapping::{
-    AttributePath, FieldMapping, Mapping, OnNull, Unsendable, ValueType,
+    AttributePath, FieldMapping, Mapping, OnNull, Unsendable, ValueType, coerce, write_batch,
 };
 use okta_pendo_sync::okta::client::rate_limit_wait;
 use okta_pendo_sync::okta::link::next_link;
 use okta_pendo_sync::okta::pacer::Budget;
+use okta_pendo_sync::okta::projection::{Projection, Users};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -45,6 +48,8 @@ fn json() -> impl Strategy<Value = Value> {
             Just("1042"),
             Just("true"),
             Just(""),
+            Just("  "),
+            Just(" 12 "),
         ]
         .prop_map(|s| Value::String(s.to_owned())),
     ];
@@ -55,6 +60,134 @@ fn json() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
         ]
     })
+}
+
+/// A user with values (any JSON, often absent) at the paths of [`fields`], and more around them.
+fn user() -> impl Strategy<Value = Value> {
+    let id = prop_oneof![
+        "[a-z]{1,8}(\\.[a-z]{1,8})?@company\\.com".prop_map(Value::String),
+        any::<u32>().prop_map(Value::from),
+        prop_oneof![Just(""), Just("  "), Just(" a@company.com ")].prop_map(Value::from),
+        json(),
+    ];
+    let at = || prop::option::weighted(0.8, json());
+    (
+        at(),
+        at(),
+        at(),
+        at(),
+        prop::option::weighted(0.9, id),
+        json(),
+    )
+        .prop_map(|(a, ab, c, d, e, rest)| {
+            let mut user = Map::new();
+            user.insert("z".into(), rest);
+            match (a, ab) {
+                (_, Some(ab)) => {
+                    user.insert("a".into(), serde_json::json!({"b": ab, "y": 1}));
+                }
+                (Some(a), None) => {
+                    user.insert("a".into(), a);
+                }
+                (None, None) => {}
+            }
+            if let Some(c) = c {
+                user.insert("b".into(), serde_json::json!({"x": [1], "c": c}));
+            }
+            for (k, v) in [("d", d), ("e", e)] {
+                if let Some(v) = v {
+                    user.insert(k.into(), v);
+                }
+            }
+            Value::Object(user)
+        })
+}
+
+/// Up to four mapped fields, of any type, at paths the users of [`user`] may have.
+fn fields() -> impl Strategy<Value = Vec<FieldMapping>> {
+    let ty = prop_oneof![
+        Just(ValueType::Text),
+        Just(ValueType::Number),
+        Just(ValueType::Boolean),
+        Just(ValueType::Date),
+    ];
+    let path = prop_oneof![Just("a"), Just("b.c"), Just("d"), Just("a.b"), Just("e")];
+    prop::collection::vec((path, ty), 1..5).prop_map(|fields| {
+        fields
+            .into_iter()
+            .enumerate()
+            .map(|(i, (path, ty))| FieldMapping {
+                field: format!("f{i}"),
+                path: AttributePath::parse(path).unwrap(),
+                ty,
+            })
+            .collect()
+    })
+}
+
+/// What a user must become by the rules of `coerce`, applied to the whole value: the visitor ID
+/// and the record's JSON, or why it cannot be sent.
+fn oracle(
+    mapping: &Mapping,
+    user: &Value,
+    key: &AttributePath,
+    on_null: OnNull,
+) -> Result<(String, String), Unsendable> {
+    let visitor_id = match key.lookup(user) {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(Unsendable::NoVisitorId),
+    };
+    let mut values = Vec::new();
+    for f in mapping.fields() {
+        let name = serde_json::to_string(&f.field).unwrap();
+        match coerce(f.path.lookup(user), f.ty) {
+            Ok(Some(v)) => values.push(format!("{name}:{}", serde_json::to_string(&v).unwrap())),
+            Ok(None) if on_null == OnNull::Clear => values.push(format!("{name}:null")),
+            Ok(None) => {}
+            Err(why) => {
+                return Err(Unsendable::BadValue {
+                    message: format!("{} ({}): {why}", f.field, f.path),
+                    visitor_id,
+                });
+            }
+        }
+    }
+    let json = format!(
+        r#"{{"visitorId":{},"values":{{{}}}}}"#,
+        serde_json::to_string(&visitor_id).unwrap(),
+        values.join(",")
+    );
+    Ok((visitor_id, json))
+}
+
+/// The same JSON spelled otherwise, as another writer may: every character of every string and
+/// key as a `\u` escape, and exponents as `1E3` rather than `1e+3`.
+fn escaped_json(value: &impl serde::Serialize) -> Vec<u8> {
+    struct Escaping;
+    impl serde_json::ser::Formatter for Escaping {
+        fn write_number_str<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            value: &str,
+        ) -> std::io::Result<()> {
+            w.write_all(value.replace("e+", "E").replace('e', "E").as_bytes())
+        }
+        fn write_string_fragment<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            fragment: &str,
+        ) -> std::io::Result<()> {
+            for unit in fragment.encode_utf16() {
+                write!(w, "\\u{unit:04x}")?;
+            }
+            Ok(())
+        }
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Escaping);
+    value.serialize(&mut ser).unwrap();
+    out
 }
 
 /// The cases CI runs: 512 per property from a fixed seed, unless `PROPTEST_CASES` or
@@ -154,9 +287,8 @@ proptest! {
         let on_null = if on_null { OnNull::Clear } else { OnNull::Skip };
         match mapping.map_user(&user, &key, on_null) {
             Ok(record) => {
-                prop_assert_eq!(record.values.len(), 5);
                 let mut out = Vec::new();
-                mapping.write_batch(std::slice::from_ref(&record), &mut out).unwrap();
+                write_batch(std::slice::from_ref(&record), &mut out);
                 let back: Value = serde_json::from_slice(&out).unwrap();
                 prop_assert_eq!(&back[0]["visitorId"], &Value::String(record.visitor_id.clone()));
                 for (name, ty) in [("n", "number"), ("d", "number"), ("b", "boolean"), ("t", "string")] {
@@ -180,36 +312,37 @@ proptest! {
     }
 
     #[test]
-    fn reading_only_the_mapped_paths_maps_the_same(user in json(), on_null in any::<bool>()) {
-        let field = |name: &str, path: &str, ty| FieldMapping {
-            field: name.into(),
-            path: AttributePath::parse(path).unwrap(),
-            ty,
-        };
-        let mapping = Mapping::new(vec![
-            field("t", "a", ValueType::Text),
-            field("n", "b.c", ValueType::Number),
-            field("d", "d", ValueType::Date),
-        ]);
+    fn a_run_maps_a_page_as_the_coercion_rules_say(
+        user in user(),
+        fields in fields(),
+        on_null in any::<bool>(),
+        escaped in any::<bool>(),
+    ) {
+        // The run reads the page's text through a projection and writes most values straight
+        // from it; the oracle applies `coerce` to the whole value. Pages are written plainly
+        // or with every string character escaped, which the run must read the same.
+        let mapping = Mapping::new(fields);
         let key = AttributePath::parse("e").unwrap();
-        let projection = okta_pendo_sync::okta::projection::Projection::of(
-            mapping.fields().iter().map(|f| &f.path).chain(std::iter::once(&key)),
-        );
-        let page = serde_json::to_vec(&vec![user.clone()]).unwrap();
-        let projected = projection.parse_page(&page).unwrap();
-        prop_assert_eq!(projected.len(), 1);
-        // What the paths reach is read alike, and so is a value found where a path expected
-        // an object.
-        for path in mapping.fields().iter().map(|f| &f.path).chain(std::iter::once(&key)) {
-            prop_assert_eq!(path.lookup(&projected[0]), path.lookup(&user));
-        }
-        let not_object = |u: &Value| u.get("b").filter(|b| !b.is_object()).cloned();
-        prop_assert_eq!(not_object(&projected[0]), not_object(&user));
         let on_null = if on_null { OnNull::Clear } else { OnNull::Skip };
-        prop_assert_eq!(
-            mapping.map_user(&projected[0], &key, on_null),
-            mapping.map_user(&user, &key, on_null)
-        );
+        let users = vec![user.clone()];
+        let body = if escaped { escaped_json(&users) } else { serde_json::to_vec(&users).unwrap() };
+        let projection = Arc::new(Projection::of(mapping.paths(&key)));
+        let page = Users::parse(&projection, body, 1).unwrap();
+        prop_assert_eq!(page.len(), 1);
+        let at = mapping.locate(&page, &key);
+        let read = page.iter().next().map(|u| mapping.map(&u, &at, on_null)).unwrap();
+        let expected = oracle(&mapping, &user, &key, on_null);
+        match (&read, &expected) {
+            (Ok(record), Ok((visitor_id, json))) => {
+                prop_assert_eq!(&record.visitor_id, visitor_id);
+                prop_assert_eq!(String::from_utf8_lossy(record.json()), json.as_str());
+            }
+            _ => prop_assert_eq!(read.map(|r| r.visitor_id), expected.map(|(id, _)| id)),
+        }
+        // Explaining a user maps it the same way.
+        let explained = mapping.map_user(&user, &key, on_null).map(|r| r.json().to_vec());
+        let run = mapping.map(&page.iter().next().unwrap(), &at, on_null).map(|r| r.json().to_vec());
+        prop_assert_eq!(explained, run);
     }
 
     #[test]

@@ -66,8 +66,12 @@ fn expected_ids(okta: &FakeOkta, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn ids(users: &[serde_json::Value]) -> impl Iterator<Item = String> + '_ {
-    users.iter().map(|u| u["id"].as_str().unwrap().to_owned())
+fn ids(users: &okta_pendo_sync::okta::projection::Users) -> Vec<String> {
+    users
+        .values()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
