@@ -4,20 +4,18 @@
 //! the page: a full user is about 1 KB, a run reads a handful of its values, and it reads them
 //! as the JSON text Okta wrote (numbers digit for digit).
 //!
-//! The parse is serde_json's: a page is checked as strictly as a full parse checks it (its
-//! syntax, every string's escapes and control characters, every key, and the UTF-8 of what is
-//! kept), and a value found here reads the same as in a full parse.
+//! The page is read in one pass by [`scan`](super::scan), which checks it as strictly as
+//! serde_json does (its syntax, every string's escapes and control characters, the keys it
+//! looks up, and the UTF-8 of what is kept); a value found here reads the same as in a full
+//! parse.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use serde::Deserializer;
-use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+pub use super::scan::PageError;
+use super::scan::scan_page;
 use crate::mapping::{AttributePath, lookup_in};
 
 /// The attribute paths to keep, as a tree of object keys. Each kept value has a slot: its
@@ -30,16 +28,16 @@ pub struct Projection {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Node {
+pub(super) struct Node {
     /// Keep this value whole, in this slot (a path ends here; a longer path through it is read
     /// from it).
-    slot: Option<usize>,
+    pub(super) slot: Option<usize>,
     /// The keys to look into, each once, in the order first named. A handful at most: a scan
     /// that compares lengths first beats a tree of strings here.
     children: Vec<(Box<str>, Node)>,
     /// The slots at and below this node. A key met twice in an object counts as its last
     /// value, as in a full parse: meeting the node again clears them first.
-    slots: Range<usize>,
+    pub(super) slots: Range<usize>,
 }
 
 /// Where a path's value is among a user's kept values.
@@ -122,7 +120,7 @@ impl Node {
     }
 
     /// What to keep of the value under `key` (its raw bytes), if anything.
-    fn child(&self, key: &[u8]) -> Option<&Node> {
+    pub(super) fn child(&self, key: &[u8]) -> Option<&Node> {
         self.children
             .iter()
             .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key)
@@ -133,9 +131,9 @@ impl Node {
 /// Where a kept value is in the page's text; empty when the user has none there (a JSON value
 /// is never empty).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Span {
-    start: usize,
-    end: usize,
+pub(super) struct Span {
+    pub(super) start: usize,
+    pub(super) end: usize,
 }
 
 /// The users of one page, read through a projection: the page's text, and for each user where
@@ -176,20 +174,15 @@ impl Users {
         projection: &Arc<Projection>,
         body: Vec<u8>,
         max_users: usize,
-    ) -> serde_json::Result<Self> {
+    ) -> Result<Self, PageError> {
         let mut spans = Vec::with_capacity(projection.slots * max_users.min(1000));
-        let count = {
-            let mut de = serde_json::Deserializer::from_slice(&body);
-            let count = de.deserialize_seq(PageVisitor {
-                root: &projection.root,
-                slots: projection.slots,
-                base: body.as_ptr() as usize,
-                spans: &mut spans,
-                max_users,
-            })?;
-            de.end()?;
-            count
-        };
+        let count = scan_page(
+            &body,
+            &projection.root,
+            projection.slots,
+            &mut spans,
+            max_users,
+        )?;
         Ok(Users {
             projection: projection.clone(),
             body,
@@ -199,8 +192,10 @@ impl Users {
     }
 
     /// Users given as values, read through `projection` as a page holding them would be.
-    pub fn of_values(projection: &Arc<Projection>, users: &[Value]) -> serde_json::Result<Self> {
-        Users::parse(projection, serde_json::to_vec(users)?, users.len())
+    pub fn of_values(projection: &Arc<Projection>, users: &[Value]) -> Result<Self, PageError> {
+        let text = serde_json::to_vec(users)
+            .map_err(|e| PageError::new(format!("cannot write the users: {e}"), b"", 0))?;
+        Users::parse(projection, text, users.len())
     }
 
     pub fn len(&self) -> usize {
@@ -274,200 +269,6 @@ impl<'u> User<'u> {
     }
 }
 
-struct PageVisitor<'p> {
-    root: &'p Node,
-    slots: usize,
-    /// Where the page's text starts in memory: a kept value's span is its offset from here.
-    base: usize,
-    spans: &'p mut Vec<Span>,
-    max_users: usize,
-}
-
-impl<'de> Visitor<'de> for PageVisitor<'_> {
-    type Value = usize;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON array of users")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-        let mut count = 0;
-        loop {
-            let at = self.spans.len();
-            self.spans.resize(at + self.slots, Span::default());
-            let user = NodeSeed {
-                node: self.root,
-                base: self.base,
-                spans: &mut self.spans[at..],
-            };
-            if seq.next_element_seed(user)?.is_none() {
-                self.spans.truncate(at);
-                return Ok(count);
-            }
-            if count == self.max_users {
-                return Err(A::Error::custom(format_args!(
-                    "more than the {} users a page may hold",
-                    self.max_users
-                )));
-            }
-            count += 1;
-        }
-    }
-}
-
-/// Reads one value at a node of the projection into a user's spans.
-struct NodeSeed<'n, 's> {
-    node: &'n Node,
-    base: usize,
-    spans: &'s mut [Span],
-}
-
-impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        if let Some(slot) = self.node.slot {
-            let raw: &'de RawValue = serde::Deserialize::deserialize(d)?;
-            let text = raw.get();
-            let start = (text.as_ptr() as usize).wrapping_sub(self.base);
-            if let Some(span) = self.spans.get_mut(slot) {
-                *span = Span {
-                    start,
-                    end: start + text.len(),
-                };
-            }
-            return Ok(());
-        }
-        if let Some(below) = self.spans.get_mut(self.node.slots.clone()) {
-            below.fill(Span::default());
-        }
-        d.deserialize_any(self)
-    }
-}
-
-/// The key under which serde_json's deserializer, built with `arbitrary_precision`, hands a
-/// number to `visit_map`: a one-entry map from this key to the number's text. serde_json's own
-/// `Value` reads it the same way (and so also takes an object whose first key is this for a
-/// number); the unit tests below fail if serde_json ever changes it.
-const NUMBER_TOKEN: &str = "$serde_json::private::Number";
-
-/// An object key as the bytes it decodes to (escapes resolved), borrowed from the input when it
-/// has none: looked up without building a `str`. It is still checked as a JSON string is: no
-/// control character in it, and valid UTF-8 (at once when it is plain ASCII, as keys are).
-struct RawKey<'de>(Cow<'de, [u8]>);
-
-impl<'de> serde::Deserialize<'de> for RawKey<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct RawKeyVisitor;
-        impl<'de> Visitor<'de> for RawKeyVisitor {
-            type Value = RawKey<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            // As written: a control character in it is an error, as in any JSON string.
-            fn visit_borrowed_bytes<E: serde::de::Error>(
-                self,
-                v: &'de [u8],
-            ) -> Result<RawKey<'de>, E> {
-                if v.iter().any(|b| *b < 0x20) {
-                    return Err(E::custom("control character in an object key"));
-                }
-                checked_utf8(v)?;
-                Ok(RawKey(Cow::Borrowed(v)))
-            }
-            // With its escapes resolved (they may stand for control characters).
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<RawKey<'de>, E> {
-                checked_utf8(v)?;
-                Ok(RawKey(Cow::Owned(v.to_vec())))
-            }
-            // serde_json hands a number's private key to `visit_map` as a string.
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<RawKey<'de>, E> {
-                Ok(RawKey(Cow::Borrowed(v.as_bytes())))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<RawKey<'de>, E> {
-                Ok(RawKey(Cow::Owned(v.as_bytes().to_vec())))
-            }
-        }
-        d.deserialize_bytes(RawKeyVisitor)
-    }
-}
-
-/// Valid UTF-8, checked at once for plain ASCII.
-fn checked_utf8<E: serde::de::Error>(v: &[u8]) -> Result<(), E> {
-    if v.is_ascii() || std::str::from_utf8(v).is_ok() {
-        Ok(())
-    } else {
-        Err(E::custom("invalid unicode code point in an object key"))
-    }
-}
-
-/// Reads the value at a node that keeps nothing itself: an object is looked into; anything
-/// else (a number, a string, a list...) is skipped, and the paths through it find nothing, as
-/// they would in the whole value.
-impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut first = true;
-        while let Some(RawKey(key)) = map.next_key::<RawKey<'de>>()? {
-            if first && *key == *NUMBER_TOKEN.as_bytes() {
-                // A number, which keeps nothing here.
-                map.next_value::<IgnoredAny>()?;
-                return Ok(());
-            }
-            first = false;
-            match self.node.child(&key) {
-                Some(child) => map.next_value_seed(NodeSeed {
-                    node: child,
-                    base: self.base,
-                    spans: &mut *self.spans,
-                })?,
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,16 +279,16 @@ mod tests {
     }
 
     trait ParsePage {
-        fn parse_page(&self, body: &[u8]) -> serde_json::Result<Vec<Value>>;
-        fn parse_users(&self, body: &[u8], max: usize) -> serde_json::Result<Users>;
+        fn parse_page(&self, body: &[u8]) -> Result<Vec<Value>, PageError>;
+        fn parse_users(&self, body: &[u8], max: usize) -> Result<Users, PageError>;
     }
 
     impl ParsePage for Projection {
         /// What a page keeps, as values.
-        fn parse_page(&self, body: &[u8]) -> serde_json::Result<Vec<Value>> {
+        fn parse_page(&self, body: &[u8]) -> Result<Vec<Value>, PageError> {
             Ok(self.parse_users(body, usize::MAX)?.values())
         }
-        fn parse_users(&self, body: &[u8], max: usize) -> serde_json::Result<Users> {
+        fn parse_users(&self, body: &[u8], max: usize) -> Result<Users, PageError> {
             Users::parse(&Arc::new(self.clone()), body.to_vec(), max)
         }
     }
@@ -646,7 +447,11 @@ mod tests {
         for proj in [Projection::everything(), Projection::of(&paths(&["id"]))] {
             let e = proj.parse_users(numbers.as_bytes(), 200).unwrap_err();
             assert!(e.to_string().contains("more than the 200 users"), "{e}");
-            assert_eq!(e.column(), 403, "refused at the 201st element: {e}");
+            assert_eq!(
+                e.column(),
+                402,
+                "refused where the 201st element starts: {e}"
+            );
             let three = br#"[{"id":"a"},"not an object",{"id":"c"}]"#;
             assert_eq!(proj.parse_users(three, 3).unwrap().len(), 3);
             let e = proj.parse_users(three, 2).unwrap_err();

@@ -18,7 +18,7 @@ use okta_pendo_sync::mapping::{
 use okta_pendo_sync::okta::client::rate_limit_wait;
 use okta_pendo_sync::okta::link::next_link;
 use okta_pendo_sync::okta::pacer::Budget;
-use okta_pendo_sync::okta::projection::{Projection, Users};
+use okta_pendo_sync::okta::projection::{Field, Projection, Users};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -190,6 +190,26 @@ fn escaped_json(value: &impl serde::Serialize) -> Vec<u8> {
     out
 }
 
+/// One edit of a page's text.
+#[derive(Debug, Clone)]
+enum Edit {
+    Insert(u8),
+    Replace(u8),
+    Delete,
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let byte = prop_oneof![
+        prop::sample::select(b"\"\\{}[],:-+.0123456789eEuntrfal \x01\x1f\x7f\xc3\xff".to_vec()),
+        any::<u8>(),
+    ];
+    prop_oneof![
+        byte.clone().prop_map(Edit::Insert),
+        byte.prop_map(Edit::Replace),
+        Just(Edit::Delete),
+    ]
+}
+
 /// The cases CI runs: 512 per property from a fixed seed, unless `PROPTEST_CASES` or
 /// `PROPTEST_RNG_SEED` say otherwise.
 fn config() -> ProptestConfig {
@@ -343,6 +363,54 @@ proptest! {
         let explained = mapping.map_user(&user, &key, on_null).map(|r| r.json().to_vec());
         let run = mapping.map(&page.iter().next().unwrap(), &at, on_null).map(|r| r.json().to_vec());
         prop_assert_eq!(explained, run);
+    }
+
+    #[test]
+    fn a_page_is_read_as_strictly_as_serde_json_reads_it(
+        users in prop::collection::vec(user(), 0..4),
+        escaped in any::<bool>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), edit()), 0..3),
+    ) {
+        // A page, valid or broken by a few edits. What serde_json reads whole, the scan reads,
+        // with the same values at the projected paths; what the scan accepts, serde_json
+        // accepts too (skipping it).
+        let mut text = if escaped { escaped_json(&users) } else { serde_json::to_vec(&users).unwrap() };
+        for (at, edit) in edits {
+            let at = at.index(text.len() + 1);
+            match edit {
+                Edit::Insert(b) => text.insert(at, b),
+                Edit::Replace(b) if at < text.len() => text[at] = b,
+                Edit::Delete if at < text.len() => {
+                    text.remove(at);
+                }
+                Edit::Replace(_) | Edit::Delete => {}
+            }
+        }
+        let paths: Vec<AttributePath> = ["a", "b.c", "d", "a.b", "e"]
+            .iter()
+            .map(|p| AttributePath::parse(p).unwrap())
+            .collect();
+        let projection = Arc::new(Projection::of(&paths));
+        let read = Users::parse(&projection, text.clone(), usize::MAX);
+        let shown = String::from_utf8_lossy(&text).into_owned();
+        if let Ok(whole) = serde_json::from_slice::<Vec<Value>>(&text) {
+            let users = read.as_ref().map_err(|e| format!("{e} in {shown}")).unwrap();
+            prop_assert_eq!(users.len(), whole.len());
+            for (user, value) in users.iter().zip(&whole) {
+                for path in &paths {
+                    let found = match user.get(&users.locate(path)) {
+                        Field::Absent => None,
+                        Field::Raw(raw) => Some(serde_json::from_str::<Value>(raw).unwrap()),
+                        Field::Value(v) => Some(v),
+                    };
+                    prop_assert_eq!(found.as_ref(), path.lookup(value), "{} in {}", path, shown);
+                }
+            }
+        }
+        if read.is_ok() {
+            let skipped = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&text);
+            prop_assert!(skipped.is_ok(), "accepted what serde_json refuses: {}", shown);
+        }
     }
 
     #[test]
