@@ -590,30 +590,18 @@ impl State {
     /// Remembers what an incremental run (marked `run`) pushed successfully, in one
     /// transaction, in key order.
     pub fn store_hashes(&mut self, pushed: &[(String, u64)], run: i64) -> Result<(), StateError> {
-        let rows = keyed(pushed);
-        self.write_rows(
-            "INSERT INTO visitor_keys (key, hash, run)
-                VALUES (?1, ?2, (SELECT seq FROM visitor_runs WHERE mark = ?3))
-             ON CONFLICT (key) DO UPDATE SET hash = excluded.hash, run = excluded.run",
-            &rows,
-            run,
-        )
+        self.write_rows(Rows::Stored, &keyed(pushed), run)
     }
 
     /// Remembers what a full run (marked `run`) pushed successfully: staged, in one
     /// transaction, until the run settles ([`finish_run`](Self::finish_run)).
     pub fn stage_hashes(&mut self, pushed: &[(String, u64)], run: i64) -> Result<(), StateError> {
-        let rows = keyed(pushed);
-        self.write_rows(
-            "INSERT INTO visitors_staged (key, hash, run) VALUES (?1, ?2, ?3)",
-            &rows,
-            run,
-        )
+        self.write_rows(Rows::Staged, &keyed(pushed), run)
     }
 
-    /// Writes `rows` with `sql` (parameters: key, stored hash, run mark) in one transaction,
-    /// the run's number in `visitor_runs` made first.
-    fn write_rows(&mut self, sql: &str, rows: &[(i64, i64)], run: i64) -> Result<(), StateError> {
+    /// Writes `rows` (key, stored hash) for the run marked `run` in one transaction, the
+    /// run's number in `visitor_runs` made first.
+    fn write_rows(&mut self, into: Rows, rows: &[(i64, i64)], run: i64) -> Result<(), StateError> {
         let path = self.path.clone();
         let fail = |source| StateError::Query {
             path: path.clone(),
@@ -625,11 +613,19 @@ impl State {
             [run],
         )
         .map_err(fail)?;
-        {
-            let mut st = tx.prepare_cached(sql).map_err(fail)?;
-            for (key, hash) in rows {
-                st.execute(params![key, hash, run]).map_err(fail)?;
-            }
+        let run = match into {
+            Rows::Staged => run,
+            Rows::Stored => tx
+                .query_row("SELECT seq FROM visitor_runs WHERE mark = ?1", [run], |r| {
+                    r.get(0)
+                })
+                .map_err(fail)?,
+        };
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut st = tx.prepare_cached(&into.sql(chunk.len())).map_err(fail)?;
+            let values = chunk.iter().flat_map(|(key, hash)| [*key, *hash, run]);
+            st.execute(rusqlite::params_from_iter(values))
+                .map_err(fail)?;
         }
         tx.commit().map_err(fail)
     }
@@ -969,6 +965,33 @@ fn lock(path: &Path) -> Result<std::fs::File, StateError> {
 
 /// Each visitor's key and stored hash (values hash xor mask), sorted by key: rows written in
 /// key order touch each page once.
+/// Rows written by one statement: one statement for many rows costs a fraction of one a row,
+/// and stays far below SQLite's limit on parameters (32,766).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Where pushed visitors' hashes are written.
+#[derive(Debug, Clone, Copy)]
+enum Rows {
+    /// A full run's, kept aside until it settles (`run` is its mark).
+    Staged,
+    /// An incremental run's, in place (`run` is its number in `visitor_runs`).
+    Stored,
+}
+
+impl Rows {
+    /// The statement that writes `n` rows: each row's key, stored hash and run.
+    fn sql(self, n: usize) -> String {
+        let values = vec!["(?, ?, ?)"; n].join(", ");
+        match self {
+            Rows::Staged => format!("INSERT INTO visitors_staged (key, hash, run) VALUES {values}"),
+            Rows::Stored => format!(
+                "INSERT INTO visitor_keys (key, hash, run) VALUES {values}
+                 ON CONFLICT (key) DO UPDATE SET hash = excluded.hash, run = excluded.run"
+            ),
+        }
+    }
+}
+
 fn keyed(pushed: &[(String, u64)]) -> Vec<(i64, i64)> {
     let mut rows: Vec<(i64, i64)> = pushed
         .iter()
