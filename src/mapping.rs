@@ -151,12 +151,48 @@ pub struct Mapping {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub visitor_id: String,
-    json: Box<[u8]>,
+    json: Vec<u8>,
     /// Where the `values` object starts in `json` (it ends before the last byte).
     values_at: usize,
-    /// Per mapped field (in the mapping's order), whether the record gives it a value (not
-    /// null).
-    present: Box<[bool]>,
+    /// The mapped fields (by their place in the mapping) the record gives a value (not null).
+    present: FieldSet,
+}
+
+/// A set of mapped fields by their place in the mapping: a bit each, in a word for the usual
+/// mapping, allocated only beyond 64 fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FieldSet {
+    Word(u64),
+    Words(Box<[u64]>),
+}
+
+impl FieldSet {
+    fn new(fields: usize) -> Self {
+        if fields <= 64 {
+            FieldSet::Word(0)
+        } else {
+            FieldSet::Words(vec![0; fields.div_ceil(64)].into_boxed_slice())
+        }
+    }
+
+    fn insert(&mut self, i: usize) {
+        match self {
+            FieldSet::Word(w) if i < 64 => *w |= 1 << i,
+            FieldSet::Word(_) => {}
+            FieldSet::Words(ws) => {
+                if let Some(w) = ws.get_mut(i / 64) {
+                    *w |= 1 << (i % 64);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        match self {
+            FieldSet::Word(w) => i < 64 && w >> i & 1 == 1,
+            FieldSet::Words(ws) => ws.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1),
+        }
+    }
 }
 
 impl Record {
@@ -180,8 +216,8 @@ impl Record {
 
     /// Adds one to `counts[i]` for each field `i` this record gives a value (not null).
     pub fn count_values(&self, counts: &mut [u64]) {
-        for (n, present) in counts.iter_mut().zip(&self.present) {
-            if *present {
+        for (i, n) in counts.iter_mut().enumerate() {
+            if self.present.contains(i) {
                 *n += 1;
             }
         }
@@ -271,7 +307,7 @@ impl Mapping {
         json.extend_from_slice(b",\"values\":");
         let values_at = json.len();
         json.push(b'{');
-        let mut present = vec![false; self.fields.len()].into_boxed_slice();
+        let mut present = FieldSet::new(self.fields.len());
         let mut empty = true;
         for (i, (f, key)) in self.fields.iter().zip(&self.keys).enumerate() {
             let mark = json.len();
@@ -281,7 +317,7 @@ impl Mapping {
             json.extend_from_slice(key);
             let field = at.fields.get(i).map_or(Field::Absent, |at| user.get(at));
             match write_coerced(field, f.ty, &mut json) {
-                Ok(true) => present[i] = true,
+                Ok(true) => present.insert(i),
                 Ok(false) => match on_null {
                     OnNull::Clear => json.extend_from_slice(b"null"),
                     OnNull::Skip => {
@@ -301,7 +337,7 @@ impl Mapping {
         json.extend_from_slice(b"}}");
         Ok(Record {
             visitor_id,
-            json: json.into_boxed_slice(),
+            json,
             values_at,
             present,
         })
@@ -435,9 +471,7 @@ fn write_plain(raw: &str, ty: ValueType, out: &mut Vec<u8>) -> Option<bool> {
 }
 
 fn write_int(out: &mut Vec<u8>, n: i64) {
-    use std::io::Write as _;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{n}");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn write_bool(out: &mut Vec<u8>, b: bool) {
@@ -730,6 +764,31 @@ mod tests {
             String::from_utf8_lossy(rec.json()),
             r#"{"visitorId":"a\"b\u0001","values":{}}"#
         );
+    }
+
+    #[test]
+    fn values_are_counted_however_many_fields_there_are() {
+        for n in [1, 63, 64, 65, 130] {
+            let names: Vec<String> = (0..n).map(|i| format!("f{i:03}")).collect();
+            let fields: Vec<(&str, &str, ValueType)> = names
+                .iter()
+                .map(|name| (name.as_str(), name.as_str(), ValueType::Text))
+                .collect();
+            let m = mapping(&fields);
+            let given: Vec<usize> = [0, 1, 62, 63, 64, 65, 129]
+                .into_iter()
+                .filter(|i| *i < n)
+                .collect();
+            let mut user = json!({"login": "a@company.com"});
+            for i in &given {
+                user[&names[*i]] = json!("x");
+            }
+            let rec = m.map_user(&user, &path("login"), OnNull::Clear).unwrap();
+            let mut counts = vec![0; n];
+            rec.count_values(&mut counts);
+            let counted: Vec<usize> = (0..n).filter(|i| counts[*i] == 1).collect();
+            assert_eq!(counted, given, "{n} fields");
+        }
     }
 
     #[test]

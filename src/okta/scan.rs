@@ -139,6 +139,7 @@ fn stops_in(word: u64) -> u64 {
 /// Where the plain run of a string that starts at `at` ends: the first `"`, `\` or control
 /// character (or, with `ascii`, also the first byte beyond ASCII), or the end of the text.
 /// Eight bytes at a time.
+#[inline(always)]
 fn plain_run_end(text: &[u8], mut at: usize, ascii: bool) -> usize {
     let beyond = if ascii { HIGHS } else { 0 };
     while let Some(chunk) = text.get(at..at + 8) {
@@ -180,6 +181,7 @@ impl Scanner<'_> {
         PageError::new(what, self.text, self.at.saturating_sub(1))
     }
 
+    #[inline(always)]
     fn whitespace(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.at += 1;
@@ -370,6 +372,7 @@ impl Scanner<'_> {
     }
 
     /// Skips a string after its opening quote, checking it as serde_json skips one.
+    #[inline(always)]
     fn skip_string(&mut self) -> Result<(), PageError> {
         loop {
             self.at = plain_run_end(self.text, self.at, false);
