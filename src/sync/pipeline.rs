@@ -190,13 +190,26 @@ impl Pipeline<'_, '_> {
             if self.okta_clock.is_none() {
                 self.okta_clock = page.date;
             }
+            // The page is mapped first (mapping is pure), so that its visitor IDs are looked up
+            // in the run's set together.
             let at = Where::of(
                 &page.users,
                 &self.mapping,
                 &self.settings.sync.visitor_id_key,
             );
-            for user in page.users.iter() {
-                self.user(&user, &at).await;
+            let mapped: Vec<Result<Record, Unsendable>> = page
+                .users
+                .iter()
+                .filter_map(|user| self.read(&user, &at))
+                .collect();
+            let records = mapped.iter().filter_map(|m| m.as_ref().ok());
+            let mut first = self
+                .visitors
+                .first_times(records.map(|r| r.visitor_id.as_str()))
+                .into_iter();
+            for user in mapped {
+                let user = user.map(|record| (record, first.next() != Some(false)));
+                self.user(user).await;
                 if self.stop.is_some() {
                     break 'pages;
                 }
@@ -259,25 +272,33 @@ impl Pipeline<'_, '_> {
         }
     }
 
-    async fn user(&mut self, user: &User<'_>, at: &Where) {
+    /// A user of the page as a run reads it: `None` when it is left out (met already in
+    /// another group, or deprovisioned where the full list would not have it), else its record
+    /// or why it cannot be sent.
+    fn read(&mut self, user: &User<'_>, at: &Where) -> Option<Result<Record, Unsendable>> {
         if let Some(seen) = &mut self.seen
             && let Some(id) = text_of(user.get(&at.id))
             && !seen.first_time(&id)
         {
-            return;
+            return None;
         }
         if self.drop_deprovisioned
             && text_of(user.get(&at.status)).as_deref() == Some("DEPROVISIONED")
         {
-            return;
+            return None;
         }
+        Some(
+            self.mapping
+                .map(user, &at.record, self.settings.sync.on_null),
+        )
+    }
+
+    /// Handles a user read: its record, and whether it is the first of its visitor in this run.
+    async fn user(&mut self, user: Result<(Record, bool), Unsendable>) {
         self.tally.counts.okta_users_read += 1;
-        match self
-            .mapping
-            .map(user, &at.record, self.settings.sync.on_null)
-        {
-            Ok(record) => {
-                if !self.visitors.first_time(&record.visitor_id) {
+        match user {
+            Ok((record, first)) => {
+                if !first {
                     self.tally.counts.users_skipped += 1;
                     self.tally.users_duplicate += 1;
                     let message = "not sent: duplicate visitor ID (an earlier user of this run \
