@@ -45,6 +45,20 @@ pub fn client(
     .build()
 }
 
+/// [`client`], but bodies come as the server sent them: a gzip body is inflated by
+/// [`read_body_decoding`], not by reqwest (which zeroes a buffer for every piece it inflates and
+/// passes each through several layers). A request on it asks for gzip itself, when it wants it.
+pub fn client_undecoded(
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    builder(connect_timeout, request_timeout, &|name| {
+        std::env::var(name).ok()
+    })?
+    .no_gzip()
+    .build()
+}
+
 /// [`client`]'s builder, with the environment read through `env`.
 fn builder(
     connect_timeout: Duration,
@@ -104,24 +118,28 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("the connection failed while reading the body: {0}")]
     Read(#[source] reqwest::Error),
+    /// A `Content-Encoding` other than gzip or identity ([`read_body_decoding`] only).
+    #[error("the response body is encoded as `{0}`, which this client does not read (only gzip)")]
+    Encoding(String),
+    /// A gzip body that does not inflate ([`read_body_decoding`] only).
+    #[error("the response body is not valid gzip: {0}")]
+    Corrupt(String),
 }
 
-/// Reads the whole (decompressed) body, refusing more than `limit` bytes.
+/// Reads the whole body as it comes (decompressed by reqwest on a [`client`]), refusing more
+/// than `limit` bytes.
 pub async fn read_body(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
-    read_body_expecting(response, limit, 0).await
-}
-
-/// [`read_body`], with room reserved at once for `expected` bytes (capped by `limit`): the
-/// caller's own estimate, such as the size of the last body of its kind, which saves growing
-/// the buffer step by step (and copying it each time) for bodies of hundreds of KB.
-pub async fn read_body_expecting(
-    mut response: reqwest::Response,
-    limit: usize,
-    expected: usize,
-) -> Result<Vec<u8>, BodyError> {
     // The declared length is the server's word, not a reason to reserve memory: the buffer
     // grows with what actually arrives.
-    let mut body = Vec::with_capacity(limit.min(expected.max(8 * 1024)));
+    read_into(response, Vec::with_capacity(limit.min(8 * 1024)), limit).await
+}
+
+/// Reads the rest of the body as it comes onto the end of `body`, up to `limit` bytes in all.
+async fn read_into(
+    mut response: reqwest::Response,
+    mut body: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len().saturating_add(chunk.len()) > limit {
             return Err(BodyError::TooLarge { limit });
@@ -129,6 +147,143 @@ pub async fn read_body_expecting(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads the whole body of a response from a [`client_undecoded`], inflated when it came with
+/// `Content-Encoding: gzip` (as it comes when it came with none, or `identity`; any other
+/// encoding is refused), refusing more than `limit` bytes of the *inflated* body: a gzip bomb
+/// is refused as soon as its output passes `limit`, never inflated whole. Room is reserved at
+/// once for `expected` bytes (capped by `limit`): the caller's own estimate, such as the size
+/// of the last body of its kind, which saves growing the buffer step by step (and copying it
+/// each time) for bodies of hundreds of KB.
+pub async fn read_body_decoding(
+    mut response: reqwest::Response,
+    limit: usize,
+    expected: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let gzip = encoding(response.headers())? == Encoding::Gzip;
+    // The declared length is the server's word, not a reason to reserve memory: the buffer
+    // grows with what actually arrives.
+    let mut body = Vec::with_capacity(limit.min(expected.max(8 * 1024)));
+    if !gzip {
+        return read_into(response, body, limit).await;
+    }
+    let mut gunzip = Gunzip::new(limit);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        gunzip.feed(&chunk, &mut body)?;
+    }
+    gunzip.finish()?;
+    Ok(body)
+}
+
+/// What a body's `Content-Encoding` says to do with it.
+#[derive(Debug, PartialEq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// The body's coding from its `Content-Encoding` (every value, each a list): none or only
+/// `identity` is the body as it is, `gzip` (or `x-gzip`) alone is gzip, anything else (another
+/// coding, or gzip on top of another) is refused, named.
+fn encoding(headers: &reqwest::header::HeaderMap) -> Result<Encoding, BodyError> {
+    let mut found = Encoding::Identity;
+    for value in headers.get_all(reqwest::header::CONTENT_ENCODING) {
+        let text = value
+            .to_str()
+            .map_err(|_| BodyError::Encoding(excerpt(value.as_bytes(), &[])))?;
+        for coding in text.split(',').map(str::trim) {
+            if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
+                continue;
+            }
+            let is_gzip =
+                coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip");
+            if !is_gzip || found == Encoding::Gzip {
+                return Err(BodyError::Encoding(excerpt(text.as_bytes(), &[])));
+            }
+            found = Encoding::Gzip;
+        }
+    }
+    Ok(found)
+}
+
+/// A gzip stream inflated piece by piece, as it arrives, into one buffer that never holds more
+/// than `limit` bytes (and one more, to know the stream has more than `limit`).
+struct Gunzip {
+    inflate: flate2::Decompress,
+    limit: usize,
+    ended: bool,
+}
+
+impl Gunzip {
+    fn new(limit: usize) -> Gunzip {
+        Gunzip {
+            // 15: the largest window, which any gzip stream fits.
+            inflate: flate2::Decompress::new_gzip(15),
+            limit,
+            ended: false,
+        }
+    }
+
+    /// Inflates `input` (the next piece of the stream) onto the end of `out`.
+    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), BodyError> {
+        loop {
+            // A full buffer may leave output pending in the inflater, even with all the input
+            // taken: it is asked again with more room.
+            let full = out.len() == out.capacity();
+            if self.ended {
+                return match input.is_empty() {
+                    true => Ok(()),
+                    false => Err(BodyError::Corrupt(
+                        "more data follows the end of the gzip stream".into(),
+                    )),
+                };
+            }
+            if input.is_empty() && !full {
+                return Ok(());
+            }
+            if full {
+                // Room to grow by as much again (at least 32 KiB), but to one byte past the
+                // limit at most: that byte, written, says the body is over it.
+                let room = self.limit.saturating_add(1).saturating_sub(out.len());
+                let more = out.len().max(32 * 1024).min(room);
+                if more == 0 {
+                    return Err(BodyError::TooLarge { limit: self.limit });
+                }
+                out.reserve_exact(more);
+            }
+            let (read, written) = (self.inflate.total_in(), out.len());
+            let status = self
+                .inflate
+                .decompress_vec(input, out, flate2::FlushDecompress::None)
+                .map_err(|e| BodyError::Corrupt(e.to_string()))?;
+            if out.len() > self.limit {
+                return Err(BodyError::TooLarge { limit: self.limit });
+            }
+            let used = usize::try_from(self.inflate.total_in() - read).unwrap_or(input.len());
+            input = input.get(used..).unwrap_or_default();
+            if status == flate2::Status::StreamEnd {
+                self.ended = true;
+            } else if used == 0 && out.len() == written && !input.is_empty() {
+                // Input and room, and nothing done with them: zlib answers that with an error
+                // of its own; this is the fallback, never a loop.
+                return Err(BodyError::Corrupt(
+                    "the gzip stream makes no progress".into(),
+                ));
+            }
+        }
+    }
+
+    /// The whole body has come: the gzip stream must have ended with it.
+    fn finish(&self) -> Result<(), BodyError> {
+        if self.ended {
+            Ok(())
+        } else {
+            Err(BodyError::Corrupt(
+                "the body ends before the gzip stream does (cut short)".into(),
+            ))
+        }
+    }
 }
 
 /// A short, printable excerpt of a body, with every given secret blanked out.
@@ -331,6 +486,182 @@ mod tests {
         // A proxy value that is no URL fails at start.
         let bad = |name: &str| (name == "HTTPS_PROXY").then(|| "http://[bad".to_owned());
         assert!(builder(Duration::from_secs(1), Duration::from_secs(1), &bad).is_err());
+    }
+
+    /// A server on 127.0.0.1 that answers 200 with `headers` (lines ending in CRLF) and `body`
+    /// to anything.
+    async fn serving(headers: &'static str, body: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\n{headers}content-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            }
+        });
+        url
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A page-like text of `n` bytes that does not compress to nothing.
+    fn text(n: usize) -> Vec<u8> {
+        let unit = b"{\"id\":\"00u\",\"a\":1234567},";
+        (0..n)
+            .map(|i| unit[i % unit.len()] ^ ((i * i / 1000 % 7) as u8))
+            .collect()
+    }
+
+    async fn fetch(
+        headers: &'static str,
+        body: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<u8>, BodyError> {
+        let url = serving(headers, body).await;
+        let secs = Duration::from_secs(5);
+        let client = client_undecoded(secs, secs).unwrap();
+        let response = client
+            .get(&url)
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+            .send()
+            .await
+            .unwrap();
+        read_body_decoding(response, limit, 100).await
+    }
+
+    #[tokio::test]
+    async fn gzip_and_identity_bodies_are_read_as_the_text_they_carry() {
+        let page = text(300_000);
+        for headers in [
+            "content-encoding: gzip\r\n",
+            "Content-Encoding: X-GZIP\r\n",
+            "content-encoding: identity, gzip\r\n",
+        ] {
+            let got = fetch(headers, gzip(&page), 1 << 20).await.unwrap();
+            assert!(got == page, "{headers}");
+        }
+        for headers in ["", "content-encoding: identity\r\n"] {
+            let got = fetch(headers, page.clone(), 1 << 20).await.unwrap();
+            assert!(got == page, "{headers}");
+        }
+        // Exactly the limit is still a body; one byte more is not.
+        let got = fetch("content-encoding: gzip\r\n", gzip(&page), page.len()).await;
+        assert_eq!(got.unwrap().len(), page.len());
+        let over = fetch("content-encoding: gzip\r\n", gzip(&page), page.len() - 1).await;
+        assert!(matches!(over, Err(BodyError::TooLarge { .. })), "{over:?}");
+        let over = fetch("", page.clone(), page.len() - 1).await;
+        assert!(matches!(over, Err(BodyError::TooLarge { .. })), "{over:?}");
+    }
+
+    #[tokio::test]
+    async fn other_encodings_and_broken_gzip_are_refused_naming_why() {
+        let page = text(10_000);
+        let e = fetch("content-encoding: br\r\n", page.clone(), 1 << 20)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the response body is encoded as `br`, which this client does not read (only gzip)"
+        );
+        let e = fetch(
+            "content-encoding: gzip, gzip\r\n",
+            gzip(&gzip(&page)),
+            1 << 20,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, BodyError::Encoding(c) if c == "gzip, gzip"),
+            "{e:?}"
+        );
+
+        // Not gzip at all.
+        let e = fetch("content-encoding: gzip\r\n", page.clone(), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BodyError::Corrupt(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("the response body is not valid gzip: "),
+            "{e}"
+        );
+        // A byte of the deflate data changed: the CRC (or the deflate stream) says so.
+        let mut flipped = gzip(&page);
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x55;
+        let e = fetch("content-encoding: gzip\r\n", flipped, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BodyError::Corrupt(_)), "{e:?}");
+        // Cut short, or followed by more.
+        let whole = gzip(&page);
+        let cut = whole[..whole.len() - 20].to_vec();
+        let e = fetch("content-encoding: gzip\r\n", cut, 1 << 20)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the response body is not valid gzip: the body ends before the gzip stream does \
+             (cut short)"
+        );
+        let mut more = whole.clone();
+        more.extend_from_slice(&whole);
+        let e = fetch("content-encoding: gzip\r\n", more, 1 << 20)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the response body is not valid gzip: more data follows the end of the gzip stream"
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_before_it_is_inflated_past_the_limit() {
+        // 16 MiB of zeros in about 16 KB (a test build compresses slowly).
+        let bomb = gzip(&vec![0u8; 16 << 20]);
+        let limit = 1 << 20;
+        let mut gunzip = Gunzip::new(limit);
+        let mut out = Vec::new();
+        let mut refused = None;
+        for piece in bomb.chunks(16 * 1024) {
+            if let Err(e) = gunzip.feed(piece, &mut out) {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(
+            matches!(refused, Some(BodyError::TooLarge { limit: 1_048_576 })),
+            "{refused:?}"
+        );
+        assert!(out.capacity() <= limit + 1, "{}", out.capacity());
+    }
+
+    #[test]
+    fn a_gzip_stream_inflates_the_same_whatever_its_pieces() {
+        let page = text(200_000);
+        let packed = gzip(&page);
+        for size in [1, 7, 1000, 16 * 1024, packed.len()] {
+            for room in [0, 100, page.len(), page.len() + 1] {
+                let mut gunzip = Gunzip::new(page.len());
+                let mut out = Vec::with_capacity(room);
+                for piece in packed.chunks(size) {
+                    gunzip.feed(piece, &mut out).unwrap();
+                }
+                gunzip.finish().unwrap();
+                assert!(out == page, "pieces of {size}, room for {room}");
+            }
+        }
     }
 
     #[test]

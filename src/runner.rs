@@ -39,14 +39,15 @@ pub struct NotRecorded {
 /// Builds the two clients from the settings.
 pub fn clients(settings: &Settings, metrics: Arc<Metrics>) -> Result<Clients, ClientError> {
     let http = |t: Timeouts| crate::http::client(t.connect, t.request).map_err(ClientError::Http);
-    let okta = OktaClient::new(
-        http(settings.okta.timeouts)?,
-        &settings.okta,
-        settings.retry,
-        metrics.clone(),
+    // Okta's pages come gzip-encoded and are inflated by the client itself.
+    let okta_http = crate::http::client_undecoded(
+        settings.okta.timeouts.connect,
+        settings.okta.timeouts.request,
     )
-    .map_err(ClientError::Okta)?
-    .with_projection(projection(settings));
+    .map_err(ClientError::Http)?;
+    let okta = OktaClient::new(okta_http, &settings.okta, settings.retry, metrics.clone())
+        .map_err(ClientError::Okta)?
+        .with_projection(projection(settings));
     let pendo = PendoClient::new(
         http(settings.pendo.timeouts)?,
         &settings.pendo,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderMap, LINK};
+use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, DATE, HeaderMap, LINK};
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -509,7 +509,7 @@ impl OktaClient {
         let status = response.status();
         let headers = response.headers().clone();
         self.pacer.observe(&headers);
-        let body = match http::read_body(response, MIN_PAGE_BYTES).await {
+        let body = match http::read_body_decoding(response, MIN_PAGE_BYTES, 0).await {
             Ok(b) => b,
             Err(e) => return self.unread_body(e, path),
         };
@@ -594,7 +594,7 @@ impl OktaClient {
         let last = self.last_page_bytes.load(Ordering::Relaxed);
         let expected = last.saturating_add(last / 8);
         let limit = max_page_bytes(self.page_size);
-        let body = match http::read_body_expecting(response, limit, expected).await {
+        let body = match http::read_body_decoding(response, limit, expected).await {
             Ok(b) => b,
             Err(e) => return self.unread_body(e, path),
         };
@@ -636,7 +636,9 @@ impl OktaClient {
             .http
             .get(url.clone())
             .header(AUTHORIZATION, credentials.authorization)
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, "application/json")
+            // Inflated by http::read_body_decoding, not by reqwest (see http::client_undecoded).
+            .header(ACCEPT_ENCODING, "gzip");
         if let Some(proof) = credentials.dpop {
             request = request.header("DPoP", proof);
         }
@@ -648,14 +650,19 @@ impl OktaClient {
         sent.map_err(|e| self.network_error(http::describe(&e)))
     }
 
-    /// A body that could not be read: one over the size cap is final (it would be again), a
-    /// connection lost on the way is retried.
+    /// A body that could not be read: one over the size cap or in an encoding this client
+    /// does not read is final (it would be again), a connection lost on the way or a gzip
+    /// stream that does not inflate (a proxy's glitch?) is retried.
     fn unread_body<T>(&self, e: http::BodyError, path: &str) -> Attempt<T, OktaError> {
+        let malformed = |e: http::BodyError| OktaError::Malformed {
+            path: path.into(),
+            detail: e.to_string(),
+        };
         match e {
-            http::BodyError::TooLarge { .. } => Attempt::Done(Err(OktaError::Malformed {
-                path: path.into(),
-                detail: e.to_string(),
-            })),
+            http::BodyError::TooLarge { .. } | http::BodyError::Encoding(_) => {
+                Attempt::Done(Err(malformed(e)))
+            }
+            http::BodyError::Corrupt(_) => Attempt::retry(malformed(e)),
             http::BodyError::Read(_) => Attempt::retry(self.network_error(e.to_string())),
         }
     }

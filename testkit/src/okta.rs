@@ -282,6 +282,14 @@ pub enum OktaFault {
         /// 0-based request number.
         request: usize,
     },
+    /// The n-th request answers 200 with the page's headers and `content-encoding: gzip` (even
+    /// when not asked), but the gzip stream is damaged: the page gzip-encoded, then a byte in
+    /// the middle of its deflate data changed, so that it fails to inflate or its CRC fails.
+    /// Applies only when the request would have answered a page (200).
+    CorruptGzip {
+        /// 0-based request number.
+        request: usize,
+    },
     /// The n-th request hits Okta's *concurrency* limit: 429 with errorCode E0000047,
     /// `x-rate-limit-limit: 0`, `x-rate-limit-remaining: 0` and `x-rate-limit-reset` = now +
     /// `reset_after_secs` (UTC epoch seconds, from the same instant as the `date`).
@@ -629,6 +637,8 @@ enum Special {
     Huge(usize),
     /// `OktaFault::CutMidBody`: `body` is announced whole, half of it is sent.
     Cut,
+    /// `OktaFault::CorruptGzip`: `body` gzip-encoded, then damaged.
+    CorruptGzip,
 }
 
 impl Reply {
@@ -864,6 +874,15 @@ async fn handle(
             content_length = Some(reply.body.len());
             (Body::new(CutBody::new(reply.body)), false)
         }
+        Some(Special::CorruptGzip) => {
+            let mut body = gzip_bytes(&reply.body);
+            // Past the 10-byte header, before the 8-byte trailer.
+            let middle = 10 + body.len().saturating_sub(18) / 2;
+            if let Some(b) = body.get_mut(middle) {
+                *b ^= 0x5a;
+            }
+            (Body::from(body), true)
+        }
     };
     match not_before {
         Some(at) if shared.precise_page_delay => sleep_until_precisely(at).await,
@@ -1047,6 +1066,10 @@ async fn route(
             }
             OktaFault::CutMidBody { request } if *request == n => {
                 reply.special = Some(Special::Cut);
+                return reply;
+            }
+            OktaFault::CorruptGzip { request } if *request == n => {
+                reply.special = Some(Special::CorruptGzip);
                 return reply;
             }
             _ => {}

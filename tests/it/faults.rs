@@ -86,6 +86,7 @@ async fn transient_page_faults_are_retried_and_nothing_is_lost() {
         OktaFault::MalformedJson { request: 1 },
         OktaFault::NotAnArray { request: 1 },
         OktaFault::CutMidBody { request: 1 },
+        OktaFault::CorruptGzip { request: 1 },
         OktaFault::Status {
             request: 1,
             status: 502,
@@ -152,6 +153,40 @@ async fn a_page_that_stays_bad_fails_the_read_clearly_after_pushing_what_was_rea
         200,
         "the first page was still pushed"
     );
+    assert_all_delivered_correctly(&okta, &pendo, 200);
+    counts_add_up(&run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_gzip_stays_corrupt_fails_naming_gzip() {
+    let faults = (1..10)
+        .map(|request| OktaFault::CorruptGzip { request })
+        .collect();
+    let (okta, pendo, setup, out) =
+        run_with(okta_opts(450, faults), pendo_opts(vec![]), parts("", "")).await;
+    assert_eq!(out.status.code(), Some(1));
+    // The third page may have been asked for ahead: its link came with the second's headers.
+    let requests = okta.requests();
+    let second = &requests[1].path_and_query;
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path_and_query == *second)
+            .count(),
+        3,
+        "3 tries of the second page"
+    );
+    assert!(requests.iter().all(|r| r.gzipped));
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "partial");
+    let msg = run["message"].as_str().unwrap();
+    assert!(
+        msg.contains(
+            "Okta sent a malformed page for /api/v1/users: the response body is not valid gzip: "
+        ),
+        "{msg}"
+    );
+    assert_eq!(pendo.records_received(), 200, "the first page was pushed");
     assert_all_delivered_correctly(&okta, &pendo, 200);
     counts_add_up(&run);
 }
