@@ -13,7 +13,8 @@
 //!   request budget per window, and injected faults (error
 //!   statuses, 429 with a reset, the concurrency-limit 429, a `next` link that leaves the org,
 //!   malformed or non-array JSON, a wrong-typed user, a huge streamed body, a page of zeros, a
-//!   page holding more users than its limit, a body cut mid-way, a request never answered), and
+//!   page holding more users than its limit, a body cut mid-way, corrupt gzip, a body in an
+//!   encoding not asked for, a request never answered), and
 //!   an optional clock skew of the org.
 //! * [`FakePendo`] serves Pendo's visitor metadata API (`POST
 //!   /api/v1/metadata/visitor/{group}/value[?create=true]`, `GET

@@ -290,6 +290,15 @@ pub enum OktaFault {
         /// 0-based request number.
         request: usize,
     },
+    /// The n-th request answers 200 with the page's headers and its body as it is, but labelled
+    /// `content-encoding: {coding}` (whatever the request accepts). Applies only when the
+    /// request would have answered a page (200).
+    OtherEncoding {
+        /// 0-based request number.
+        request: usize,
+        /// The `content-encoding` sent, e.g. `br`.
+        coding: String,
+    },
     /// The n-th request hits Okta's *concurrency* limit: 429 with errorCode E0000047,
     /// `x-rate-limit-limit: 0`, `x-rate-limit-remaining: 0` and `x-rate-limit-reset` = now +
     /// `reset_after_secs` (UTC epoch seconds, from the same instant as the `date`).
@@ -639,6 +648,8 @@ enum Special {
     Cut,
     /// `OktaFault::CorruptGzip`: `body` gzip-encoded, then damaged.
     CorruptGzip,
+    /// `OktaFault::OtherEncoding`: `body` as it is, labelled with this coding.
+    Labelled(String),
 }
 
 impl Reply {
@@ -854,6 +865,7 @@ async fn handle(
         .as_deref()
         .is_some_and(|a| a.to_ascii_lowercase().contains("gzip"));
     let mut content_length = None;
+    let mut other_encoding = None;
     let not_before = reply.not_before;
     let extra_headers = reply.headers;
     let (body, gzip) = match reply.special {
@@ -882,6 +894,12 @@ async fn handle(
                 *b ^= 0x5a;
             }
             (Body::from(body), true)
+        }
+        Some(Special::Labelled(coding)) => {
+            if let Ok(v) = HeaderValue::from_str(&coding) {
+                other_encoding = Some(v);
+            }
+            (Body::from(reply.body), false)
         }
     };
     match not_before {
@@ -933,6 +951,9 @@ async fn handle(
     }
     if gzip {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    if let Some(coding) = other_encoding {
+        h.insert(header::CONTENT_ENCODING, coding);
     }
     if let Some(len) = content_length {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -1070,6 +1091,10 @@ async fn route(
             }
             OktaFault::CorruptGzip { request } if *request == n => {
                 reply.special = Some(Special::CorruptGzip);
+                return reply;
+            }
+            OktaFault::OtherEncoding { request, coding } if *request == n => {
+                reply.special = Some(Special::Labelled(coding.clone()));
                 return reply;
             }
             _ => {}

@@ -192,6 +192,41 @@ async fn a_page_whose_gzip_stays_corrupt_fails_naming_gzip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_in_an_encoding_not_asked_for_fails_naming_it_without_retrying() {
+    let fault = OktaFault::OtherEncoding {
+        request: 1,
+        coding: "br".into(),
+    };
+    let (okta, pendo, setup, out) = run_with(
+        okta_opts(450, vec![fault]),
+        pendo_opts(vec![]),
+        parts("", ""),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let requests = okta.requests();
+    let second = &requests[1].path_and_query;
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path_and_query == *second)
+            .count(),
+        1,
+        "not retried: it would come the same"
+    );
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "partial");
+    let msg = run["message"].as_str().unwrap();
+    assert!(
+        msg.contains(
+            "the response body is encoded as `br`, which this client does not read (only gzip)"
+        ),
+        "{msg}"
+    );
+    assert_all_delivered_correctly(&okta, &pendo, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enormous_body_is_cut_off_not_read() {
     let fault = OktaFault::HugeBody {
         request: 0,
