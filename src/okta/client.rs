@@ -229,6 +229,18 @@ fn parsed<T>(page: Result<T, OktaError>) -> Attempt<T, OktaError> {
     }
 }
 
+/// The body of an answer other than a 200 only adds detail to its status: one in an encoding
+/// this client does not read, or a gzip stream that does not inflate, reads as empty and the
+/// status decides (a 503 is retried, a 429 waits). Anything else stays an error.
+fn unread_detail(status: StatusCode, e: http::BodyError) -> Result<Vec<u8>, http::BodyError> {
+    match e {
+        http::BodyError::Encoding(_) | http::BodyError::Corrupt(_) if status != StatusCode::OK => {
+            Ok(Vec::new())
+        }
+        e => Err(e),
+    }
+}
+
 /// An authenticated client for one Okta org.
 pub struct OktaClient {
     http: reqwest::Client,
@@ -511,7 +523,10 @@ impl OktaClient {
         self.pacer.observe(&headers);
         let body = match http::read_body_decoding(response, MIN_PAGE_BYTES, 0).await {
             Ok(b) => b,
-            Err(e) => return self.unread_body(e, path),
+            Err(e) => match unread_detail(status, e) {
+                Ok(none) => none,
+                Err(e) => return self.unread_body(e, path),
+            },
         };
         match status {
             StatusCode::OK => match serde_json::from_slice::<Value>(&body) {
@@ -596,7 +611,10 @@ impl OktaClient {
         let limit = max_page_bytes(self.page_size);
         let body = match http::read_body_decoding(response, limit, expected).await {
             Ok(b) => b,
-            Err(e) => return self.unread_body(e, path),
+            Err(e) => match unread_detail(status, e) {
+                Ok(none) => none,
+                Err(e) => return self.unread_body(e, path),
+            },
         };
         if status == StatusCode::OK {
             self.last_page_bytes.store(body.len(), Ordering::Relaxed);

@@ -185,6 +185,16 @@ pub enum OktaFault {
         /// HTTP status to answer (an invalid code becomes 500).
         status: u16,
     },
+    /// The n-th request answers `status` with an Okta error body labelled
+    /// `content-encoding: {coding}` (a proxy's error page, say, in an encoding not asked for).
+    StatusInOtherEncoding {
+        /// 0-based request number.
+        request: usize,
+        /// HTTP status to answer (an invalid code becomes 500).
+        status: u16,
+        /// The `content-encoding` sent, e.g. `br`.
+        coding: String,
+    },
     /// The n-th request answers 429 with errorCode E0000047, `x-rate-limit-remaining: 0` and
     /// `x-rate-limit-reset` = now + `reset_after_secs` as UTC epoch seconds, with a matching
     /// `date` (both taken from the same instant).
@@ -1014,6 +1024,15 @@ async fn route(
         match fault {
             OktaFault::Status { request, status } if *request == n => {
                 return generic_error(shared, n, *status);
+            }
+            OktaFault::StatusInOtherEncoding {
+                request,
+                status,
+                coding,
+            } if *request == n => {
+                let mut r = generic_error(shared, n, *status);
+                r.special = Some(Special::Labelled(coding.clone()));
+                return r;
             }
             OktaFault::RateLimited {
                 request,

@@ -192,6 +192,31 @@ async fn a_page_whose_gzip_stays_corrupt_fails_naming_gzip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_in_an_encoding_not_asked_for_is_handled_by_its_status() {
+    // A 503 whose body is labelled `br`: the status decides (retried), not the body.
+    let fault = OktaFault::StatusInOtherEncoding {
+        request: 1,
+        status: 503,
+        coding: "br".into(),
+    };
+    let (okta, pendo, setup, out) = run_with(
+        okta_opts(450, vec![fault]),
+        pendo_opts(vec![]),
+        parts("", ""),
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = last_run(&setup).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_all_delivered_correctly(&okta, &pendo, 450);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_in_an_encoding_not_asked_for_fails_naming_it_without_retrying() {
     let fault = OktaFault::OtherEncoding {
         request: 1,
