@@ -126,7 +126,8 @@ pub enum BodyError {
     Corrupt(String),
 }
 
-/// Reads the whole body as it comes (decompressed by reqwest on a [`client`]), refusing more
+/// Reads the whole body as it comes (decompressed by reqwest on a [`client`]; as sent on a
+/// [`client_undecoded`], where a request that asks for no encoding gets none), refusing more
 /// than `limit` bytes.
 pub async fn read_body(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
     // The declared length is the server's word, not a reason to reserve memory: the buffer
@@ -225,6 +226,15 @@ impl Gunzip {
         }
     }
 
+    /// The most gzip a body of at most `limit` bytes takes: deflate's stored blocks add 5 bytes
+    /// per 65,535, the gzip header and trailer a few (1 KiB leaves room for a name or a
+    /// comment). More is refused, so that a stream that inflates to (almost) nothing is not read
+    /// until the request times out.
+    fn max_input(&self) -> u64 {
+        let limit = u64::try_from(self.limit).unwrap_or(u64::MAX);
+        limit.saturating_add(limit / 64).saturating_add(1024)
+    }
+
     /// Inflates `input` (the next piece of the stream) onto the end of `out`.
     fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), BodyError> {
         loop {
@@ -258,6 +268,9 @@ impl Gunzip {
                 .decompress_vec(input, out, flate2::FlushDecompress::None)
                 .map_err(|e| BodyError::Corrupt(e.to_string()))?;
             if out.len() > self.limit {
+                return Err(BodyError::TooLarge { limit: self.limit });
+            }
+            if self.inflate.total_in() > self.max_input() {
                 return Err(BodyError::TooLarge { limit: self.limit });
             }
             let used = usize::try_from(self.inflate.total_in() - read).unwrap_or(input.len());
@@ -624,6 +637,31 @@ mod tests {
             e.to_string(),
             "the response body is not valid gzip: more data follows the end of the gzip stream"
         );
+    }
+
+    #[test]
+    fn a_gzip_stream_that_inflates_to_nothing_is_refused_by_its_own_size() {
+        // A gzip header, then empty stored blocks, never the last one: no output at all.
+        let mut stream = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        let limit = 64 * 1024;
+        let mut gunzip = Gunzip::new(limit);
+        let mut out = Vec::new();
+        let empty_block = [0u8, 0, 0, 0xff, 0xff];
+        let mut refused = None;
+        for _ in 0..10 * limit / empty_block.len() {
+            stream.extend_from_slice(&empty_block);
+            if let Err(e) = gunzip.feed(&stream, &mut out) {
+                refused = Some(e);
+                break;
+            }
+            stream.clear();
+        }
+        assert!(out.is_empty());
+        assert!(
+            matches!(refused, Some(BodyError::TooLarge { limit: 65_536 })),
+            "{refused:?}"
+        );
+        assert!(gunzip.inflate.total_in() <= gunzip.max_input() + 10);
     }
 
     #[test]
