@@ -369,26 +369,19 @@ fn write_json(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// The visitor ID: a non-empty string, or a number written as text.
+/// The visitor ID: a non-empty string, or a number written as text (as serde_json writes it).
 fn visitor_id(field: Field<'_>) -> Option<String> {
-    match field {
-        Field::Absent => None,
-        Field::Raw(raw) => match raw_str(raw) {
-            Some(s) if !s.trim().is_empty() => Some(s.to_owned()),
-            Some(_) => None,
-            None if plain_number(raw) => Some(raw.to_owned()),
-            None => visitor_id_of(&serde_json::from_str(raw).ok()?),
-        },
-        Field::Value(v) => visitor_id_of(&v),
-    }
-}
-
-fn visitor_id_of(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    let id = match field {
+        Field::Raw(raw) if plain_number(raw) => return Some(raw.to_owned()),
+        Field::Raw(raw) if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            return serde_json::from_str::<Number>(raw)
+                .ok()
+                .map(|n| n.to_string());
+        }
+        Field::Value(Value::Number(n)) => return Some(n.to_string()),
+        other => other.text()?,
+    };
+    (!id.trim().is_empty()).then(|| id.into_owned())
 }
 
 /// The text of a JSON string literal that has no escapes (it is sent as it is written).

@@ -974,8 +974,6 @@ fn lock(path: &Path) -> Result<std::fs::File, StateError> {
     Ok(file)
 }
 
-/// Each visitor's key and stored hash (values hash xor mask), sorted by key: rows written in
-/// key order touch each page once.
 /// Rows written by one statement: one statement for many rows costs a fraction of one a row,
 /// and stays far below SQLite's limit on parameters (32,766).
 const ROWS_PER_STATEMENT: usize = 256;
@@ -1003,6 +1001,8 @@ impl Rows {
     }
 }
 
+/// Each visitor's key and stored hash (values hash xor mask), sorted by key: rows written in
+/// key order touch each page once.
 fn keyed(pushed: &[(String, u64)]) -> Vec<(i64, i64)> {
     let mut rows: Vec<(i64, i64)> = pushed
         .iter()
@@ -1492,6 +1492,7 @@ mod tests {
             .conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .unwrap();
+        assert_eq!(page_size, PAGE_SIZE, "a new database's page size");
         let bytes = (pages[2] - empty) * page_size;
         assert!(bytes < 24 * 20_000, "{bytes} bytes");
         assert_eq!(pages[1], pages[2]);

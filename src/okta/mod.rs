@@ -1,7 +1,8 @@
 //! Reading users from the Okta Users API: the client ([`client`]), its authentication
 //! ([`auth`]: SSWS, or OAuth with DPoP), the `Link` header ([`link`]), pacing by the
-//! rate-limit headers ([`pacer`]), reading only the needed attributes ([`projection`], in one pass over a page: `scan`) and
-//! reading listings in order with the next page already requested ([`pages`]).
+//! rate-limit headers ([`pacer`]), reading only the needed attributes ([`projection`], in one
+//! pass over a page: `scan`) and reading listings in order with the next page already
+//! requested ([`pages`]).
 
 pub mod auth;
 pub mod client;

@@ -9,6 +9,7 @@
 //! looks up, and the UTF-8 of what is kept); a value found here reads the same as in a full
 //! parse.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -156,6 +157,22 @@ pub enum Field<'u> {
     Raw(&'u str),
     /// The value, read out of a larger value kept whole.
     Value(Value),
+}
+
+impl<'u> Field<'u> {
+    /// The value as text, when it is a JSON string (its escapes resolved; borrowed from the
+    /// page when it has none).
+    pub fn text(self) -> Option<Cow<'u, str>> {
+        match self {
+            Field::Raw(raw) => match crate::mapping::raw_str(raw) {
+                Some(text) => Some(Cow::Borrowed(text)),
+                None if raw.starts_with('"') => serde_json::from_str(raw).ok().map(Cow::Owned),
+                None => None,
+            },
+            Field::Value(Value::String(s)) => Some(Cow::Owned(s)),
+            Field::Value(_) | Field::Absent => None,
+        }
+    }
 }
 
 /// One user of a page.

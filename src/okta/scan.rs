@@ -5,8 +5,9 @@
 //! - Every string: no raw control character, only valid escapes (`\u` with four hex digits).
 //! - The keys of the objects a projection looks into (the user, `profile`...) are decoded
 //!   and must be valid text: UTF-8, no lone surrogate in their escapes.
-//! - A kept value must be valid UTF-8; skipped strings are not decoded (as serde_json skips
-//!   them).
+//! - A kept value is checked as a full parse checks it (UTF-8, and surrogate escapes in pairs
+//!   and 128 levels of nesting at most when it has escapes or nesting), since it is read so
+//!   later; skipped strings are not decoded (as serde_json skips them).
 //! - Numbers follow JSON's grammar; `true`, `false` and `null` are spelled out; nothing
 //!   follows the page but whitespace.
 //!
@@ -109,6 +110,18 @@ pub(super) fn scan_page(
     Ok(count)
 }
 
+/// The byte offset in `text` of a 1-based line and column (as serde_json counts them).
+fn offset_of(text: &[u8], line: usize, column: usize) -> usize {
+    let line_start = text
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(line.saturating_sub(2))
+        .map_or(0, |(i, _)| i + 1);
+    let line_start = if line <= 1 { 0 } else { line_start };
+    (line_start + column.saturating_sub(1)).min(text.len())
+}
+
 struct Scanner<'t> {
     text: &'t [u8],
     at: usize,
@@ -203,14 +216,7 @@ impl Scanner<'_> {
         if let Some(slot) = node.slot {
             let start = self.at;
             self.skip_value()?;
-            let kept = &self.text[start..self.at];
-            if !kept.is_ascii() && std::str::from_utf8(kept).is_err() {
-                return Err(PageError::new(
-                    "invalid unicode code point",
-                    self.text,
-                    start,
-                ));
-            }
+            self.check_kept(start)?;
             if let Some(span) = spans.get_mut(slot) {
                 *span = Span {
                     start,
@@ -247,6 +253,34 @@ impl Scanner<'_> {
                 Some(b'}') => return Ok(()),
                 Some(_) => return Err(self.error_before("expected `,` or `}`")),
                 None => return Err(self.error("EOF while parsing an object")),
+            }
+        }
+    }
+
+    /// A kept value (from `start` to here) must read as a full parse reads it, since it is
+    /// read so later: valid UTF-8 and, when it has escapes or nesting, what serde_json's own
+    /// parse checks there (a surrogate escape comes in a pair, 128 levels of nesting at most).
+    fn check_kept(&self, start: usize) -> Result<(), PageError> {
+        let kept = &self.text[start..self.at];
+        let plain = !matches!(kept.first(), Some(b'[' | b'{')) && !kept.contains(&b'\\');
+        if plain {
+            if !kept.is_ascii() && std::str::from_utf8(kept).is_err() {
+                return Err(PageError::new(
+                    "invalid unicode code point",
+                    self.text,
+                    start,
+                ));
+            }
+            return Ok(());
+        }
+        match serde_json::from_slice::<serde_json::Value>(kept) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let full = e.to_string();
+                let place = format!(" at line {} column {}", e.line(), e.column());
+                let what = full.strip_suffix(&place).unwrap_or(&full).to_owned();
+                let at = start + offset_of(kept, e.line(), e.column());
+                Err(PageError::new(what, self.text, at))
             }
         }
     }
@@ -437,17 +471,14 @@ impl Scanner<'_> {
     }
 
     fn literal(&mut self, word: &[u8]) -> Result<(), PageError> {
-        match self.text.get(self.at..self.at + word.len()) {
-            Some(found) if found == word => {
-                self.at += word.len();
-                Ok(())
-            }
-            Some(_) => Err(self.error("expected ident")),
-            None => {
-                self.at = self.text.len();
-                Err(self.error("EOF while parsing a value"))
+        for &expected in word {
+            match self.next() {
+                Some(b) if b == expected => {}
+                Some(_) => return Err(self.error_before("expected ident")),
+                None => return Err(self.error("EOF while parsing a value")),
             }
         }
+        Ok(())
     }
 
     /// Skips an object key and its colon, after the object's `{` or a `,`.
@@ -644,10 +675,8 @@ mod tests {
                     Err(_) if at == "skipped" => {
                         assert_eq!(read.is_ok(), skipped.is_ok(), "{shown}");
                     }
-                    Err(_) if at == "kept" => {
-                        let utf8 = std::str::from_utf8(value).is_ok();
-                        assert_eq!(read.is_ok(), skipped.is_ok() && utf8, "{shown}");
-                    }
+                    // A kept value is checked as a full parse checks it.
+                    Err(_) if at == "kept" => assert!(read.is_err(), "{shown}"),
                     Err(_) => {}
                 }
             }
@@ -664,8 +693,43 @@ mod tests {
         assert_eq!(e.to_string(), "trailing characters at line 1 column 5");
         let e = Users::parse(&projection, b"[\"a\x01\"]".to_vec(), 10).unwrap_err();
         assert!(e.to_string().starts_with("control character"), "{e}");
-        // However deep, a value is skipped without recursion.
-        let deep = [b"[".repeat(100_000), b"]".repeat(100_000)].concat();
-        assert_eq!(Users::parse(&projection, deep, 10).unwrap().len(), 1);
+        // A misspelt literal is named where it goes wrong, as serde_json names it.
+        for text in [&br#"[{"e":"v","a":t}]"#[..], b"[nul]", b"[fals,1]"] {
+            let e = Users::parse(&projection, text.to_vec(), 10).unwrap_err();
+            let full = serde_json::from_slice::<Value>(text).unwrap_err();
+            assert_eq!(e.to_string(), full.to_string());
+        }
+        let e = Users::parse(&projection, b"[tru".to_vec(), 10).unwrap_err();
+        assert!(
+            e.to_string().starts_with("EOF while parsing a value"),
+            "{e}"
+        );
+        let e = Users::parse(&projection, b"[\"a\x01\"]".to_vec(), 10).unwrap_err();
+        assert!(e.to_string().starts_with("control character"), "{e}");
+        // A kept value is read later as a full parse reads it: refused now if it cannot be.
+        let kept = Arc::new(Projection::of(&[AttributePath::parse("a").unwrap()]));
+        let e = Users::parse(&kept, br#"[{"b":1,"a":"x\ud800y"}]"#.to_vec(), 10).unwrap_err();
+        let full = serde_json::from_slice::<Value>(br#"[{"b":1,"a":"x\ud800y"}]"#).unwrap_err();
+        assert_eq!(e.to_string(), full.to_string(), "where a full parse says");
+        let deep = [
+            &b"[{\"a\":"[..],
+            &b"[".repeat(200),
+            &b"]".repeat(200),
+            b"}]",
+        ]
+        .concat();
+        let e = Users::parse(&kept, deep, 10).unwrap_err();
+        assert!(e.to_string().starts_with("recursion limit exceeded"), "{e}");
+        let fine = br#"[{"a":"x\ud83d\ude00y","b":[[1]]},{"a":[[{"c":"\u00e9"}]]}]"#;
+        assert_eq!(Users::parse(&kept, fine.to_vec(), 10).unwrap().len(), 2);
+        // However deep, a value skipped is skipped without recursion.
+        let deep = [
+            &b"[{\"z\":"[..],
+            &b"[".repeat(100_000),
+            &b"]".repeat(100_000),
+            b"}]",
+        ]
+        .concat();
+        assert_eq!(Users::parse(&kept, deep, 10).unwrap().len(), 1);
     }
 }

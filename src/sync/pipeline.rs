@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -23,7 +22,7 @@ use crate::config::{Settings, UserScope};
 use crate::mapping::{AttributePath, Located};
 use crate::mapping::{Mapping, Record, Unsendable};
 use crate::okta::Page;
-use crate::okta::projection::{Field, Locator, User, Users};
+use crate::okta::projection::{Locator, User, Users};
 use crate::pendo::PendoClient;
 use crate::report::{Stop, Tally};
 use crate::state::{State, StateError, SyncPoint};
@@ -99,18 +98,6 @@ impl Where {
             id: fixed("id"),
             status: fixed("status"),
         }
-    }
-}
-
-/// A value as text, if it is a string.
-fn text_of(field: Field<'_>) -> Option<std::borrow::Cow<'_, str>> {
-    match field {
-        Field::Raw(raw) => match crate::mapping::raw_str(raw) {
-            Some(text) => Some(text.into()),
-            None => serde_json::from_str::<String>(raw).ok().map(Into::into),
-        },
-        Field::Value(Value::String(s)) => Some(s.into()),
-        Field::Value(_) | Field::Absent => None,
     }
 }
 
@@ -277,13 +264,13 @@ impl Pipeline<'_, '_> {
     /// or why it cannot be sent.
     fn read(&mut self, user: &User<'_>, at: &Where) -> Option<Result<Record, Unsendable>> {
         if let Some(seen) = &mut self.seen
-            && let Some(id) = text_of(user.get(&at.id))
+            && let Some(id) = user.get(&at.id).text()
             && !seen.first_time(&id)
         {
             return None;
         }
         if self.drop_deprovisioned
-            && text_of(user.get(&at.status)).as_deref() == Some("DEPROVISIONED")
+            && user.get(&at.status).text().as_deref() == Some("DEPROVISIONED")
         {
             return None;
         }

@@ -35,7 +35,8 @@ pub struct SeenVisitors {
     bits: u32,
     /// Met since the last merge; none of these is in `sorted`.
     recent: HashSet<u64, BuildHasherDefault<AlreadyHashed>>,
-    /// How many wait in `recent` before a merge.
+    /// How many wait in `recent` before a merge (checked after each call of
+    /// [`first_times`](Self::first_times): a page may run over it).
     buffer: usize,
 }
 
