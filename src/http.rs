@@ -39,10 +39,7 @@ pub fn client(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> reqwest::Result<reqwest::Client> {
-    builder(connect_timeout, request_timeout, &|name| {
-        std::env::var(name).ok()
-    })?
-    .build()
+    from_env(connect_timeout, request_timeout)?.build()
 }
 
 /// [`client`], but bodies come as the server sent them: a gzip body is inflated by
@@ -52,11 +49,19 @@ pub fn client_undecoded(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> reqwest::Result<reqwest::Client> {
+    from_env(connect_timeout, request_timeout)?
+        .no_gzip()
+        .build()
+}
+
+/// [`builder`] with the process's environment.
+fn from_env(
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> reqwest::Result<reqwest::ClientBuilder> {
     builder(connect_timeout, request_timeout, &|name| {
         std::env::var(name).ok()
-    })?
-    .no_gzip()
-    .build()
+    })
 }
 
 /// [`client`]'s builder, with the environment read through `env`.

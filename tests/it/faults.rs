@@ -68,6 +68,16 @@ fn counts_add_up(run: &Value) {
     );
 }
 
+/// How many times the second request's page was asked for.
+fn tries_of_second_page(okta: &FakeOkta) -> usize {
+    let requests = okta.requests();
+    let second = &requests[1].path_and_query;
+    requests
+        .iter()
+        .filter(|r| r.path_and_query == *second)
+        .count()
+}
+
 async fn run_with(
     okta: OktaOptions,
     pendo: PendoOptions,
@@ -166,17 +176,8 @@ async fn a_page_whose_gzip_stays_corrupt_fails_naming_gzip() {
         run_with(okta_opts(450, faults), pendo_opts(vec![]), parts("", "")).await;
     assert_eq!(out.status.code(), Some(1));
     // The third page may have been asked for ahead: its link came with the second's headers.
-    let requests = okta.requests();
-    let second = &requests[1].path_and_query;
-    assert_eq!(
-        requests
-            .iter()
-            .filter(|r| r.path_and_query == *second)
-            .count(),
-        3,
-        "3 tries of the second page"
-    );
-    assert!(requests.iter().all(|r| r.gzipped));
+    assert_eq!(tries_of_second_page(&okta), 3);
+    assert!(okta.requests().iter().all(|r| r.gzipped));
     let run = last_run(&setup).await;
     assert_eq!(run["status"], "partial");
     let msg = run["message"].as_str().unwrap();
@@ -229,13 +230,8 @@ async fn a_page_in_an_encoding_not_asked_for_fails_naming_it_without_retrying() 
     )
     .await;
     assert_eq!(out.status.code(), Some(1));
-    let requests = okta.requests();
-    let second = &requests[1].path_and_query;
     assert_eq!(
-        requests
-            .iter()
-            .filter(|r| r.path_and_query == *second)
-            .count(),
+        tries_of_second_page(&okta),
         1,
         "not retried: it would come the same"
     );
