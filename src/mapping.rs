@@ -12,7 +12,7 @@ use std::fmt;
 
 use std::sync::Arc;
 
-use crate::okta::projection::{Field, Locator, Projection, User, Users};
+use crate::okta::projection::{Field, Locator, Projection, User, Users, raw_str};
 use serde_json::{Number, Value};
 
 /// A dot-separated path from the root of the Okta user object: `status`, `profile.email`.
@@ -382,12 +382,6 @@ fn visitor_id(field: Field<'_>) -> Option<String> {
         other => other.text()?,
     };
     (!id.trim().is_empty()).then(|| id.into_owned())
-}
-
-/// The text of a JSON string literal that has no escapes (it is sent as it is written).
-pub(crate) fn raw_str(raw: &str) -> Option<&str> {
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    (!inner.contains('\\')).then_some(inner)
 }
 
 /// A JSON number without an exponent: serde_json keeps its text as written (an exponent it

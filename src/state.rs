@@ -632,11 +632,21 @@ impl State {
                 })
                 .map_err(fail)?,
         };
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut st = tx.prepare_cached(&into.sql(chunk.len())).map_err(fail)?;
-            let values = chunk.iter().flat_map(|(key, hash)| [*key, *hash, run]);
-            st.execute(rusqlite::params_from_iter(values))
+        {
+            // Whole chunks share one statement; the last, shorter one has its own.
+            let mut whole = tx
+                .prepare_cached(&into.sql(ROWS_PER_STATEMENT))
                 .map_err(fail)?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let values = chunk.iter().flat_map(|(key, hash)| [*key, *hash, run]);
+                let written = if chunk.len() == ROWS_PER_STATEMENT {
+                    whole.execute(rusqlite::params_from_iter(values))
+                } else {
+                    tx.prepare(&into.sql(chunk.len()))
+                        .and_then(|mut st| st.execute(rusqlite::params_from_iter(values)))
+                };
+                written.map_err(fail)?;
+            }
         }
         tx.commit().map_err(fail)
     }

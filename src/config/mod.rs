@@ -121,11 +121,7 @@ impl Settings {
     /// Every attribute path a run reads of a user to send it: the mapped paths, then the
     /// visitor ID key.
     pub fn paths_read(&self) -> impl Iterator<Item = &AttributePath> {
-        self.mapping
-            .fields()
-            .iter()
-            .map(|f| &f.path)
-            .chain(std::iter::once(&self.sync.visitor_id_key))
+        self.mapping.paths(&self.sync.visitor_id_key)
     }
 
     /// What differs from `old` and takes a restart to apply, by key or section: the daemon

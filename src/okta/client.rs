@@ -229,18 +229,6 @@ fn parsed<T>(page: Result<T, OktaError>) -> Attempt<T, OktaError> {
     }
 }
 
-/// The body of an answer other than a 200 only adds detail to its status: one in an encoding
-/// this client does not read, or a gzip stream that does not inflate, reads as empty and the
-/// status decides (a 503 is retried, a 429 waits). Anything else stays an error.
-fn unread_detail(status: StatusCode, e: http::BodyError) -> Result<Vec<u8>, http::BodyError> {
-    match e {
-        http::BodyError::Encoding(_) | http::BodyError::Corrupt(_) if status != StatusCode::OK => {
-            Ok(Vec::new())
-        }
-        e => Err(e),
-    }
-}
-
 /// An authenticated client for one Okta org.
 pub struct OktaClient {
     http: reqwest::Client,
@@ -521,12 +509,10 @@ impl OktaClient {
         let status = response.status();
         let headers = response.headers().clone();
         self.pacer.observe(&headers);
-        let body = match http::read_body_decoding(response, MIN_PAGE_BYTES, 0).await {
-            Ok(b) => b,
-            Err(e) => match unread_detail(status, e) {
-                Ok(none) => none,
-                Err(e) => return self.unread_body(e, path),
-            },
+        let read = http::read_body_decoding(response, MIN_PAGE_BYTES, 0).await;
+        let body = match self.answer_body(status, read, path) {
+            Ok(body) => body,
+            Err(again) => return again,
         };
         match status {
             StatusCode::OK => match serde_json::from_slice::<Value>(&body) {
@@ -609,12 +595,10 @@ impl OktaClient {
         let last = self.last_page_bytes.load(Ordering::Relaxed);
         let expected = last.saturating_add(last / 8);
         let limit = max_page_bytes(self.page_size);
-        let body = match http::read_body_decoding(response, limit, expected).await {
-            Ok(b) => b,
-            Err(e) => match unread_detail(status, e) {
-                Ok(none) => none,
-                Err(e) => return self.unread_body(e, path),
-            },
+        let read = http::read_body_decoding(response, limit, expected).await;
+        let body = match self.answer_body(status, read, path) {
+            Ok(body) => body,
+            Err(again) => return again,
         };
         if status == StatusCode::OK {
             self.last_page_bytes.store(body.len(), Ordering::Relaxed);
@@ -666,6 +650,27 @@ impl OktaClient {
             sent.as_ref().ok().map(|r| r.status().as_u16()),
         );
         sent.map_err(|e| self.network_error(http::describe(&e)))
+    }
+
+    /// An answer's body, or what the try comes to when it could not be read. The body of an
+    /// answer other than a 200 only adds detail to its status: one in an encoding this client
+    /// does not read, or a gzip stream that does not inflate, reads as empty and the status
+    /// decides (a 503 is retried, a 429 waits).
+    fn answer_body<T>(
+        &self,
+        status: StatusCode,
+        read: Result<Vec<u8>, http::BodyError>,
+        path: &str,
+    ) -> Result<Vec<u8>, Attempt<T, OktaError>> {
+        match read {
+            Ok(body) => Ok(body),
+            Err(http::BodyError::Encoding(_) | http::BodyError::Corrupt(_))
+                if status != StatusCode::OK =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(self.unread_body(e, path)),
+        }
     }
 
     /// A body that could not be read: one over the size cap or in an encoding this client

@@ -6,8 +6,8 @@
 //!
 //! The page is read in one pass by [`scan`](super::scan), which checks it as strictly as
 //! serde_json does (its syntax, every string's escapes and control characters, the keys it
-//! looks up, and the UTF-8 of what is kept); a value found here reads the same as in a full
-//! parse.
+//! looks up, and what is kept as a full parse checks it); a value found here reads the same as
+//! in a full parse.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -124,7 +124,7 @@ impl Node {
     pub(super) fn child(&self, key: &[u8]) -> Option<&Node> {
         self.children
             .iter()
-            .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key)
+            .find(|(k, _)| k.as_bytes() == key)
             .map(|(_, n)| n)
     }
 }
@@ -164,7 +164,7 @@ impl<'u> Field<'u> {
     /// page when it has none).
     pub fn text(self) -> Option<Cow<'u, str>> {
         match self {
-            Field::Raw(raw) => match crate::mapping::raw_str(raw) {
+            Field::Raw(raw) => match raw_str(raw) {
                 Some(text) => Some(Cow::Borrowed(text)),
                 None if raw.starts_with('"') => serde_json::from_str(raw).ok().map(Cow::Owned),
                 None => None,
@@ -173,6 +173,12 @@ impl<'u> Field<'u> {
             Field::Value(_) | Field::Absent => None,
         }
     }
+}
+
+/// The text of a JSON string literal that has no escapes: it reads as it is written.
+pub fn raw_str(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
 }
 
 /// One user of a page.
@@ -250,7 +256,7 @@ impl<'u> User<'u> {
         if span.start == span.end {
             return None;
         }
-        // The parse checked it as UTF-8 already.
+        // The scan checked it as UTF-8 already: this only makes it a `str`, and cannot fail.
         std::str::from_utf8(self.users.body.get(span.start..span.end)?).ok()
     }
 

@@ -112,13 +112,16 @@ pub(super) fn scan_page(
 
 /// The byte offset in `text` of a 1-based line and column (as serde_json counts them).
 fn offset_of(text: &[u8], line: usize, column: usize) -> usize {
-    let line_start = text
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(line.saturating_sub(2))
-        .map_or(0, |(i, _)| i + 1);
-    let line_start = if line <= 1 { 0 } else { line_start };
+    let line_start = match line.checked_sub(2) {
+        // After the (line - 1)-th newline.
+        Some(newlines_before) => text
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(newlines_before)
+            .map_or(0, |(i, _)| i + 1),
+        None => 0,
+    };
     (line_start + column.saturating_sub(1)).min(text.len())
 }
 

@@ -61,21 +61,25 @@ impl SeenVisitors {
         }
     }
 
-    /// True the first time a visitor ID is offered in this run, false after: one at a time,
-    /// the reference [`first_times`](Self::first_times) is held to.
+    /// One visitor ID: true the first time it is offered in this run, false after.
     #[cfg(test)]
     pub fn first_time(&mut self, visitor_id: &str) -> bool {
-        self.first_time_hash(xxhash_rust::xxh3::xxh3_64(visitor_id.as_bytes()))
+        self.first_times(std::iter::once(visitor_id)) == [true]
     }
 
-    /// [`first_time`](Self::first_time) for several visitor IDs, in their order (a repeat
-    /// among them is no first time). At a million visitors each lookup in the sorted array is
-    /// a miss of the processor's caches; made together (the directory for all, then the
-    /// searches), the misses overlap instead of following one another.
+    /// For each visitor ID, in their order, whether it is offered for the first time in this
+    /// run (a repeat among them is no first time). At a million visitors each lookup in the
+    /// sorted array is a miss of the processor's caches; made together (the directory for all,
+    /// then the searches), the misses overlap instead of following one another.
     pub fn first_times<'a>(&mut self, ids: impl Iterator<Item = &'a str>) -> Vec<bool> {
         let hashes: Vec<u64> = ids
             .map(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
             .collect();
+        self.first_times_of(&hashes)
+    }
+
+    /// [`first_times`](Self::first_times) for the IDs' hashes.
+    fn first_times_of(&mut self, hashes: &[u64]) -> Vec<bool> {
         let ranges: Vec<Range<usize>> = hashes.iter().map(|h| self.range_of(*h)).collect();
         let known: Vec<bool> = hashes
             .iter()
@@ -97,16 +101,10 @@ impl SeenVisitors {
         first
     }
 
-    /// True the first time a hash is offered.
+    /// One hash: true the first time it is offered.
     #[cfg(test)]
     fn first_time_hash(&mut self, h: u64) -> bool {
-        if self.sorted_contains(h) || !self.recent.insert(h) {
-            return false;
-        }
-        if self.recent.len() >= self.buffer {
-            self.merge();
-        }
-        true
+        self.first_times_of(&[h]) == [true]
     }
 
     /// How many distinct visitor IDs were offered.
@@ -134,15 +132,6 @@ impl SeenVisitors {
             }
         }
         self.index();
-    }
-
-    /// Whether the sorted array holds `h`: a binary search of the part the directory points
-    /// to.
-    #[cfg(test)]
-    fn sorted_contains(&self, h: u64) -> bool {
-        self.sorted
-            .get(self.range_of(h))
-            .is_some_and(|part| part.binary_search(&h).is_ok())
     }
 
     /// The part of the sorted array where `h` would be, by the directory.
